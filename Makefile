@@ -1,0 +1,56 @@
+# Everything a fresh machine needs, from nothing but Python 3.11+.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+PORT   ?= 8500
+MODELS := models
+PROTOS := $(wildcard protos/lstmserve/v1/*.proto)
+GENERATED := $(patsubst protos/%.proto,client/%_pb2.py,$(PROTOS))
+PYTEST_ARGS ?=
+
+.PHONY: setup serve test test-fast proto check-proto lint demo-models clean
+
+setup: $(STAMP) $(GENERATED)
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(STAMP): $(BIN)/python constraints.txt requirements-dev.txt client/pyproject.toml server/pyproject.toml trainer/pyproject.toml
+	$(BIN)/pip install --quiet -c constraints.txt -r requirements-dev.txt \
+		-e ./client -e ./server -e ./trainer
+	touch $@
+
+# Generated code is checked in; this rebuilds it whenever a .proto is newer.
+$(GENERATED) &: $(PROTOS) | $(STAMP)
+	$(BIN)/python -m grpc_tools.protoc -Iprotos --python_out=client --pyi_out=client \
+		--grpc_python_out=client $(PROTOS)
+
+proto: $(STAMP)
+	$(BIN)/python -m grpc_tools.protoc -Iprotos --python_out=client --pyi_out=client \
+		--grpc_python_out=client $(PROTOS)
+
+$(MODELS)/seed.h5: | setup
+	$(BIN)/lstmserve train --demo seed --output $@ --quiet
+
+$(MODELS)/classifier.h5: | setup
+	$(BIN)/lstmserve train --demo classifier --output $@ --quiet
+
+demo-models: $(MODELS)/seed.h5 $(MODELS)/classifier.h5
+
+serve: setup demo-models
+	$(BIN)/lstmserve serve --model seed=$(MODELS)/seed.h5 \
+		--model classifier=$(MODELS)/classifier.h5 --port $(PORT)
+
+test: setup
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-fast: setup
+	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+
+lint: setup
+	$(BIN)/ruff check client server trainer tests
+
+clean:
+	rm -rf $(VENV) $(MODELS) .pytest_cache

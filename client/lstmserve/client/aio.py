@@ -1,0 +1,82 @@
+"""AsyncClient: the asyncio twin of Client, same methods, awaited."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import grpc
+from grpc import aio
+
+from lstmserve.client import _messages as msg
+from lstmserve.client.client import CHANNEL_OPTIONS, DEFAULT_TIMEOUT_S
+from lstmserve.client.errors import LstmserveError
+from lstmserve.v1 import model_pb2 as mpb
+from lstmserve.v1 import prediction_service_pb2 as pb
+from lstmserve.v1 import prediction_service_pb2_grpc as pb_grpc
+
+
+class AsyncClient:
+    """`async with AsyncClient("localhost:8500") as client: await client.predict(x)`."""
+
+    def __init__(self, target: str = "localhost:8500", *, model: str | None = None,
+                 timeout: float = DEFAULT_TIMEOUT_S) -> None:
+        self.target = target
+        self.model = model
+        self.timeout = timeout
+        self._channel = aio.insecure_channel(target, options=CHANNEL_OPTIONS)
+        self._stub = pb_grpc.PredictionServiceStub(self._channel)
+        self._health = self._channel.unary_unary(msg.HEALTH_CHECK)
+
+    async def predict(self, x: msg.Inputs, *, model: str | None = None,
+                      version: str | None = None, prepared: bool = False,
+                      timeout: float | None = None) -> msg.Outputs:
+        response = await self._predict(x, mpb.PREDICTION_MODE_VALUES, model, version, prepared,
+                                       timeout)
+        return msg.read_outputs(response)
+
+    async def predict_classes(self, x: msg.Inputs, *, labels: bool = False,
+                              model: str | None = None, version: str | None = None,
+                              prepared: bool = False, timeout: float | None = None) -> msg.Outputs:
+        response = await self._predict(x, mpb.PREDICTION_MODE_CLASSES, model, version, prepared,
+                                       timeout)
+        return msg.read_labels(response) if labels else msg.read_outputs(response)
+
+    async def predict_proba(self, x: msg.Inputs, *, model: str | None = None,
+                            version: str | None = None, prepared: bool = False,
+                            timeout: float | None = None) -> msg.Outputs:
+        response = await self._predict(x, mpb.PREDICTION_MODE_PROBABILITIES, model, version,
+                                       prepared, timeout)
+        return msg.read_outputs(response)
+
+    async def metadata(self, model: str | None = None, *, version: str | None = None,
+                       timeout: float | None = None) -> mpb.ModelMetadata:
+        spec = mpb.ModelSpec(name=model or self.model or "", version=version or "")
+        request = pb.GetModelMetadataRequest(model=spec)
+        return (await self._call(self._stub.GetModelMetadata, request, timeout)).metadata
+
+    async def models(self, *, timeout: float | None = None) -> list[mpb.ModelMetadata]:
+        response = await self._call(self._stub.ListModels, pb.ListModelsRequest(), timeout)
+        return list(response.models)
+
+    async def health(self, service: str = "", *, timeout: float | None = None) -> str:
+        raw = await self._call(self._health, msg.encode_health_request(service), timeout)
+        return msg.decode_health_response(raw)
+
+    async def close(self) -> None:
+        await self._channel.close()
+
+    async def __aenter__(self) -> "AsyncClient":
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    async def _predict(self, x, mode, model, version, prepared, timeout) -> pb.PredictResponse:
+        request = msg.predict_request(x, mode, model or self.model, version, prepared)
+        return await self._call(self._stub.Predict, request, timeout)
+
+    async def _call(self, method: Any, request: Any, timeout: float | None) -> Any:
+        try:
+            return await method(request, timeout=self.timeout if timeout is None else timeout)
+        except grpc.RpcError as error:
+            raise LstmserveError.from_rpc_error(error) from None

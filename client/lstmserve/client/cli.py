@@ -1,0 +1,100 @@
+"""The `lstmserve` command: one program whose subcommands come from whichever distributions are installed."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from importlib.metadata import entry_points
+from pathlib import Path
+
+import numpy as np
+
+from lstmserve.client.client import Client
+from lstmserve.client.errors import LstmserveError
+
+MODES = ("values", "classes", "probabilities")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="lstmserve", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    # Each distribution (client, server, trainer) registers its own subcommands, so a
+    # client-only install gets `lstmserve predict` without importing TensorFlow.
+    for entry in sorted(entry_points(group="lstmserve.commands"), key=lambda e: e.name):
+        entry.load()(commands)
+    args = parser.parse_args(argv)
+    return args.run(args)
+
+
+def register_predict(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser(
+        "predict", help="call a running server",
+        description="Send one batch to a running lstmserve server and print the answer as JSON.",
+    )
+    parser.add_argument("data", nargs="?", help="input as JSON, e.g. '[[[0.1]],[[0.2]]]'")
+    parser.add_argument("--file", type=Path, help="input from a .npy, .json or .csv file")
+    parser.add_argument("--shape", help="reshape the input, e.g. 5,1,1")
+    parser.add_argument("--target", default="localhost:8500", help="server address host:port")
+    parser.add_argument("--model", help="model name (optional when the server holds one model)")
+    parser.add_argument("--version", help="model version (default: latest)")
+    parser.add_argument("--mode", choices=MODES, default="values")
+    parser.add_argument("--labels", action="store_true", help="classes mode: print label strings")
+    parser.add_argument("--prepared", action="store_true",
+                        help="input is already prepared; return the model's raw outputs")
+    parser.add_argument("--dtype", default="float32", help="input dtype (default float32)")
+    parser.add_argument("--timeout", type=float, default=10.0, help="deadline in seconds")
+    parser.set_defaults(run=run_predict)
+
+
+def run_predict(args: argparse.Namespace) -> int:
+    try:
+        x = _read_input(args)
+    except (OSError, ValueError, TypeError) as error:
+        print(f"lstmserve predict: cannot read input: {error}", file=sys.stderr)
+        return 2
+    options = {"model": args.model, "version": args.version, "prepared": args.prepared}
+    try:
+        with Client(args.target, timeout=args.timeout) as client:
+            if args.mode == "classes":
+                result = client.predict_classes(x, labels=args.labels, **options)
+            elif args.mode == "probabilities":
+                result = client.predict_proba(x, **options)
+            else:
+                result = client.predict(x, **options)
+    except LstmserveError as error:
+        print(f"lstmserve predict: {error}", file=sys.stderr)
+        return 1
+    print(json.dumps(_jsonable(result)))
+    return 0
+
+
+def _read_input(args: argparse.Namespace) -> np.ndarray:
+    if args.file is not None:
+        x = _load_file(args.file)
+    elif args.data is not None:
+        x = np.asarray(json.loads(args.data))
+    else:
+        raise ValueError("give the input as a JSON argument or with --file")
+    x = x.astype(args.dtype)
+    if args.shape:
+        x = x.reshape([int(dim) for dim in args.shape.split(",")])
+    return x
+
+
+def _load_file(path: Path) -> np.ndarray:
+    if path.suffix == ".npy":
+        return np.load(path, allow_pickle=False)
+    if path.suffix == ".csv":
+        return np.loadtxt(path, delimiter=",", ndmin=2)
+    return np.asarray(json.loads(path.read_text()))
+
+
+def _jsonable(result):
+    if isinstance(result, dict):
+        return {name: _jsonable(value) for name, value in result.items()}
+    return result.tolist()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,98 @@
+"""Client: the blocking Python SDK for a running lstmserve server."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import grpc
+
+from lstmserve.client import _messages as msg
+from lstmserve.client.errors import LstmserveError
+from lstmserve.v1 import model_pb2 as mpb
+from lstmserve.v1 import prediction_service_pb2 as pb
+from lstmserve.v1 import prediction_service_pb2_grpc as pb_grpc
+
+DEFAULT_TIMEOUT_S = 10.0
+# Predict payloads of long windows outgrow gRPC's 4 MiB default quickly.
+MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+CHANNEL_OPTIONS = [
+    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+]
+
+
+class Client:
+    """Calls an lstmserve server: numpy in, numpy out, every call with a deadline.
+
+    >>> with Client("localhost:8500") as client:
+    ...     client.predict(x, model="seed")
+    """
+
+    def __init__(
+        self, target: str = "localhost:8500", *, model: str | None = None,
+        timeout: float = DEFAULT_TIMEOUT_S, channel: grpc.Channel | None = None,
+    ) -> None:
+        self.target = target
+        self.model = model
+        self.timeout = timeout
+        self._channel = channel or grpc.insecure_channel(target, options=CHANNEL_OPTIONS)
+        self._stub = pb_grpc.PredictionServiceStub(self._channel)
+        self._health = self._channel.unary_unary(
+            msg.HEALTH_CHECK, request_serializer=None, response_deserializer=None
+        )
+
+    def predict(self, x: msg.Inputs, *, model: str | None = None, version: str | None = None,
+                prepared: bool = False, timeout: float | None = None) -> msg.Outputs:
+        """Keras `predict`: the model's outputs (in raw units when the model carries a preparation)."""
+        response = self._predict(x, mpb.PREDICTION_MODE_VALUES, model, version, prepared, timeout)
+        return msg.read_outputs(response)
+
+    def predict_classes(self, x: msg.Inputs, *, labels: bool = False, model: str | None = None,
+                        version: str | None = None, prepared: bool = False,
+                        timeout: float | None = None) -> msg.Outputs:
+        """Keras's removed `predict_classes`: int64 class indices, or label strings with labels=True."""
+        response = self._predict(x, mpb.PREDICTION_MODE_CLASSES, model, version, prepared, timeout)
+        return msg.read_labels(response) if labels else msg.read_outputs(response)
+
+    def predict_proba(self, x: msg.Inputs, *, model: str | None = None, version: str | None = None,
+                      prepared: bool = False, timeout: float | None = None) -> msg.Outputs:
+        """Keras's removed `predict_proba`: class probabilities of a sigmoid or softmax output."""
+        response = self._predict(
+            x, mpb.PREDICTION_MODE_PROBABILITIES, model, version, prepared, timeout
+        )
+        return msg.read_outputs(response)
+
+    def metadata(self, model: str | None = None, *, version: str | None = None,
+                 timeout: float | None = None) -> mpb.ModelMetadata:
+        """Signature, task, modes, labels, preparation and provenance of one model."""
+        spec = mpb.ModelSpec(name=model or self.model or "", version=version or "")
+        request = pb.GetModelMetadataRequest(model=spec)
+        return self._call(self._stub.GetModelMetadata, request, timeout).metadata
+
+    def models(self, *, timeout: float | None = None) -> list[mpb.ModelMetadata]:
+        """Metadata of every model the server holds."""
+        return list(self._call(self._stub.ListModels, pb.ListModelsRequest(), timeout).models)
+
+    def health(self, service: str = "", *, timeout: float | None = None) -> str:
+        """The standard grpc.health.v1 status: 'SERVING', 'NOT_SERVING', ..."""
+        raw = self._call(self._health, msg.encode_health_request(service), timeout)
+        return msg.decode_health_response(raw)
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def __enter__(self) -> "Client":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def _predict(self, x, mode, model, version, prepared, timeout) -> pb.PredictResponse:
+        request = msg.predict_request(x, mode, model or self.model, version, prepared)
+        return self._call(self._stub.Predict, request, timeout)
+
+    def _call(self, method: Callable[..., Any], request: Any, timeout: float | None) -> Any:
+        try:
+            return method(request, timeout=self.timeout if timeout is None else timeout)
+        except grpc.RpcError as error:
+            raise LstmserveError.from_rpc_error(error) from None

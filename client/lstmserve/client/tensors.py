@@ -1,0 +1,76 @@
+"""numpy <-> lstmserve.v1.Tensor: the one codec shared by the client SDK and the server."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from lstmserve.v1 import tensor_pb2 as tpb
+
+# Little-endian on the wire whatever the host, so a big-endian peer still agrees.
+_NUMPY_BY_WIRE = {
+    tpb.DATA_TYPE_FLOAT32: np.dtype("<f4"),
+    tpb.DATA_TYPE_FLOAT64: np.dtype("<f8"),
+    tpb.DATA_TYPE_INT32: np.dtype("<i4"),
+    tpb.DATA_TYPE_INT64: np.dtype("<i8"),
+}
+_WIRE_BY_KIND = {(np.dtype(d).kind, np.dtype(d).itemsize): w for w, d in _NUMPY_BY_WIRE.items()}
+
+
+class TensorDecodeError(ValueError):
+    """A Tensor message that does not describe a valid array."""
+
+
+def dtype_name(wire_dtype: int) -> str:
+    """'float32' for DATA_TYPE_FLOAT32, and so on; 'unspecified' for 0."""
+    numpy_dtype = _NUMPY_BY_WIRE.get(wire_dtype)
+    return numpy_dtype.name if numpy_dtype is not None else "unspecified"
+
+
+def wire_dtype(numpy_dtype: np.dtype | str | type) -> int:
+    """The DataType enum for a numpy dtype; TypeError when the wire has no such type."""
+    dt = np.dtype(numpy_dtype)
+    try:
+        return _WIRE_BY_KIND[(dt.kind, dt.itemsize)]
+    except KeyError:
+        supported = ", ".join(d.name for d in _NUMPY_BY_WIRE.values())
+        raise TypeError(f"dtype {dt.name} cannot be sent; use one of {supported}") from None
+
+
+def to_tensor(array: np.ndarray | list | float) -> tpb.Tensor:
+    """Encode an array (anything np.asarray accepts) as a Tensor."""
+    arr = np.asarray(array)
+    if arr.dtype == np.float16 or arr.dtype == np.bool_:
+        arr = arr.astype(np.float32)
+    wire = wire_dtype(arr.dtype)
+    little = np.ascontiguousarray(arr, dtype=_NUMPY_BY_WIRE[wire])
+    return tpb.Tensor(dtype=wire, shape=list(arr.shape), content=little.tobytes())
+
+
+def from_tensor(tensor: tpb.Tensor, name: str = "tensor") -> np.ndarray:
+    """Decode a Tensor, checking dtype, shape and byte length; TensorDecodeError names what is wrong."""
+    numpy_dtype = _NUMPY_BY_WIRE.get(tensor.dtype)
+    if numpy_dtype is None:
+        supported = ", ".join(d.name for d in _NUMPY_BY_WIRE.values())
+        raise TensorDecodeError(
+            f"{name}: dtype is {_enum_label(tensor.dtype)}; expected one of {supported}"
+        )
+    shape = tuple(tensor.shape)
+    if any(dim < 0 for dim in shape):
+        raise TensorDecodeError(f"{name}: shape {list(shape)} has a negative dimension")
+    expected = math.prod(shape) * numpy_dtype.itemsize
+    if len(tensor.content) != expected:
+        raise TensorDecodeError(
+            f"{name}: shape {list(shape)} of {numpy_dtype.name} needs {expected} bytes; "
+            f"content has {len(tensor.content)}"
+        )
+    flat = np.frombuffer(tensor.content, dtype=numpy_dtype)
+    return flat.reshape(shape).astype(numpy_dtype.newbyteorder("="), copy=False)
+
+
+def _enum_label(value: int) -> str:
+    try:
+        return tpb.DataType.Name(value)
+    except ValueError:
+        return f"unknown DataType {value}"

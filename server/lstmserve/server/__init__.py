@@ -1,0 +1,1 @@
+"""lstmserve server: loads Keras recurrent models from .h5 files and answers gRPC predictions."""

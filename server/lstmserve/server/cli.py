@@ -1,0 +1,161 @@
+"""`lstmserve serve` and `lstmserve inspect`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import threading
+from pathlib import Path
+
+import numpy as np
+
+log = logging.getLogger("lstmserve.server")
+
+
+def register_serve(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser("serve", help="serve .h5 models over gRPC",
+                                 description="Load .h5 models and answer gRPC predictions.")
+    parser.add_argument("--model", action="append", required=True, metavar="[NAME=]PATH",
+                        help="model file to serve (repeatable); the name defaults to the file stem")
+    parser.add_argument("--name", help="name of the model when one --model is given")
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (0.0.0.0 for all)")
+    parser.add_argument("--port", type=int, default=8500, help="port (0 picks a free one)")
+    parser.add_argument("--workers", type=int, default=32, help="gRPC worker threads")
+    _add_load_options(parser)
+    parser.set_defaults(run=run_serve)
+
+
+def register_inspect(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser("inspect", help="load an .h5 file as the server would and describe it",
+                                 description="Load a model file exactly as `serve` does, print its "
+                                 "metadata and a prediction on zeros.")
+    parser.add_argument("path", type=Path)
+    parser.add_argument("--json", action="store_true", help="print JSON instead of text")
+    _add_load_options(parser)
+    parser.set_defaults(run=run_inspect)
+
+
+def _add_load_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--custom-objects", action="append", default=[], metavar="MODULE",
+                        help="import MODULE and allow the layer classes it defines (repeatable)")
+    parser.add_argument("--allow-code", action="store_true",
+                        help="trust Lambda layers (they run Python code stored in the file)")
+    parser.add_argument("--no-xla", action="store_true", help="trace without XLA compilation")
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    _configure_logging()
+    from lstmserve.server.runtime.errors import ModelLoadError
+    from lstmserve.server.runtime.registry import ModelRegistry
+    from lstmserve.server.transport.server import create_server, load_in_background
+
+    try:
+        named = _named_paths(args.model, args.name)
+        options = _load_options(args)
+        running = create_server(ModelRegistry(), f"{args.host}:{args.port}", args.workers)
+    except (ValueError, ModelLoadError, OSError, RuntimeError) as error:
+        print(f"lstmserve serve: {error}", file=sys.stderr)
+        return 2
+    log.info("listening on %s:%d (NOT_SERVING until models are loaded)", args.host, running.port)
+    failed = threading.Event()
+
+    def on_error(name: str, error: ModelLoadError) -> None:
+        log.error("cannot load model '%s': %s", name, error)
+        failed.set()
+
+    loaders = [_loader(path, name, options, args) for name, path in named]
+    load_in_background(running, [name for name, _ in named], loaders, on_error)
+    return _wait_for_stop(running, failed)
+
+
+def _wait_for_stop(running, failed: threading.Event) -> int:
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    while not stop.wait(0.2) and not failed.is_set():
+        pass
+    log.info("stopping")
+    running.stop(grace=5)
+    return 1 if failed.is_set() else 0
+
+
+def _loader(path: Path, name: str, options, args):
+    from lstmserve.server.runtime.model import load_model
+
+    def load():
+        model = load_model(path, name, options=options, jit_compile=not args.no_xla)
+        log.info("model '%s' v%s loaded from %s: inputs %s", name, model.version, path,
+                 [spec.describe() for spec in model.inputs])
+        return model
+    return load
+
+
+def run_inspect(args: argparse.Namespace) -> int:
+    _configure_logging(logging.WARNING)
+    from lstmserve.server.runtime.errors import ServingError
+    from lstmserve.server.runtime.model import load_model
+    try:
+        model = load_model(args.path, options=_load_options(args), jit_compile=not args.no_xla)
+        report = describe(model)
+    except ServingError as error:
+        print(f"lstmserve inspect: {error}", file=sys.stderr)
+        return 1
+    print(json.dumps(report, indent=2) if args.json else _as_text(report))
+    return 0
+
+
+def describe(model) -> dict:
+    """What `inspect` reports: the file, signature, heads, preparation and a prediction on zeros."""
+    from lstmserve.server.runtime.modes import Mode
+    zeros = {spec.name: np.zeros([1] + [d or 1 for d in spec.shape[1:]], spec.dtype)
+             for spec in model.preparation.raw_input_specs(model.inputs)}
+    prediction = model.predict(zeros, Mode.VALUES)
+    return {
+        "file": str(model.file.path), "sha256": model.file.sha256,
+        "size_bytes": model.file.size_bytes, "keras_version": model.file.keras_version,
+        "backend": model.file.backend, "task": model.task,
+        "layers": [f"{type(layer).__name__} '{layer.name}'" for layer in model.keras_model.layers],
+        "inputs": [spec.describe() + f" '{spec.name}'" for spec in model.inputs],
+        "outputs": [f"{h.spec.describe()} '{h.name}' activation={h.activation} "
+                    f"modes={[m.value for m in h.modes]} labels={list(h.labels)}"
+                    for h in model.heads],
+        "preparation": model.preparation.describe(),
+        "compatibility_steps": list(model.compatibility_steps),
+        "prediction_on_zeros": {name: out.tolist() for name, out in prediction.outputs.items()},
+    }
+
+
+def _as_text(report: dict) -> str:
+    lines = []
+    for key, value in report.items():
+        if isinstance(value, list):
+            lines.append(f"{key}:")
+            lines.extend(f"  - {item}" for item in value)
+        else:
+            lines.append(f"{key}: {value}")
+    return "\n".join(lines)
+
+
+def _named_paths(models: list[str], name: str | None) -> list[tuple[str, Path]]:
+    if name and len(models) > 1:
+        raise ValueError("--name applies to a single --model; use NAME=PATH for several")
+    named = []
+    for spec in models:
+        model_name, _, path = spec.rpartition("=") if "=" in spec else ("", "", spec)
+        named.append((name or model_name or Path(path).stem, Path(path)))
+    names = [n for n, _ in named]
+    if len(set(names)) != len(names):
+        raise ValueError(f"model names must be unique; got {names}")
+    return named
+
+
+def _load_options(args: argparse.Namespace):
+    from lstmserve.server.runtime.loader import LoadOptions
+    return LoadOptions.create(tuple(args.custom_objects), args.allow_code)
+
+
+def _configure_logging(level: int = logging.INFO) -> None:
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -1,0 +1,1 @@
+"""The serving runtime: plain Python over Keras and numpy, never importing grpc."""

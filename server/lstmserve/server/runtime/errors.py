@@ -1,0 +1,33 @@
+"""Domain errors of the runtime. They know nothing of gRPC; transport/errors.py maps each to a status."""
+
+
+class ServingError(Exception):
+    """Base of every error whose message is meant for the caller."""
+
+
+class InvalidInput(ServingError):
+    """The request itself is wrong: shape, dtype, names, empty batch, bad enum."""
+
+
+class ModelNotFound(ServingError):
+    """No model (or version) of that name is loaded."""
+
+
+class ModeNotSupported(ServingError):
+    """The model cannot answer in the requested mode (classes of a linear output, say)."""
+
+
+class ModelNotReady(ServingError):
+    """The model is still loading or warming up; retrying later will work."""
+
+
+class Overloaded(ServingError):
+    """The model's queue is full; retrying later may work."""
+
+
+class ModelLoadError(ServingError):
+    """A model file could not be loaded."""
+
+
+class UnsafeModelError(ModelLoadError):
+    """A model file asks for something that could run code, and the operator did not allow it."""

@@ -1,0 +1,133 @@
+"""LoadedModel: everything needed to serve one model file, read once at load and then immutable."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from lstmserve.server.runtime.errors import ModelLoadError
+from lstmserve.server.runtime.loader import LoadOptions, load_keras_model
+from lstmserve.server.runtime.modelfile import ModelFile, read_model_file
+from lstmserve.server.runtime.modes import PROBABILISTIC, Mode, OutputHead
+from lstmserve.server.runtime.preparation import Preparation
+from lstmserve.server.runtime.runner import DEFAULT_BUCKETS, CompiledRunner
+from lstmserve.server.runtime.signature import TensorSpec, bind_inputs
+
+log = logging.getLogger(__name__)
+
+
+class Executor(Protocol):
+    """Runs checked model-space arrays; the compiled runner, or a batcher in front of it."""
+
+    def run(self, arrays: list[np.ndarray]) -> list[np.ndarray]: ...
+
+
+@dataclass(frozen=True)
+class Prediction:
+    outputs: dict[str, np.ndarray]
+    labels: dict[str, list[str]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    name: str
+    version: str
+    file: ModelFile
+    inputs: tuple[TensorSpec, ...]
+    heads: tuple[OutputHead, ...]
+    task: str
+    preparation: Preparation
+    compatibility_steps: tuple[str, ...]
+    executor: Executor
+    keras_model: Any = field(repr=False)
+
+    @property
+    def modes(self) -> tuple[Mode, ...]:
+        return tuple(m for m in Mode if all(m in head.modes for head in self.heads))
+
+    def predict(self, inputs: Mapping[str, np.ndarray], mode: Mode,
+                prepared: bool = False) -> Prediction:
+        """Check, prepare, run and shape one request; domain errors name what is wrong."""
+        for head in self.heads:
+            head.require(mode, self.name)
+        raw = not prepared and not self.preparation.is_identity
+        specs = self.preparation.raw_input_specs(self.inputs) if raw else self.inputs
+        arrays = bind_inputs(specs, inputs, self.name)
+        model_arrays = self.preparation.prepare(arrays) if raw else arrays
+        outputs = self.executor.run(model_arrays)
+        if raw and mode is Mode.VALUES:
+            outputs = self.preparation.restore(outputs, arrays)
+        return self._shape(outputs, mode)
+
+    def _shape(self, outputs: list[np.ndarray], mode: Mode) -> Prediction:
+        if mode is not Mode.CLASSES:
+            return Prediction({head.name: out for head, out in zip(self.heads, outputs)})
+        classes = {head.name: head.classes(out) for head, out in zip(self.heads, outputs)}
+        labels = {head.name: head.label_strings(classes[head.name]) for head in self.heads}
+        return Prediction(classes, {name: ls for name, ls in labels.items() if ls is not None})
+
+
+def load_model(path: str | Path, name: str | None = None, version: str = "1",
+               options: LoadOptions | None = None, buckets=DEFAULT_BUCKETS,
+               jit_compile: bool = True) -> LoadedModel:
+    """Read, check, load, compile and warm one .h5 file."""
+    model_file = read_model_file(path)
+    keras_model, steps = load_keras_model(model_file, options or LoadOptions())
+    inputs = tuple(_input_specs(keras_model))
+    serving = model_file.serving
+    heads = tuple(_heads(keras_model, serving.get("labels") or {}))
+    runner = CompiledRunner(keras_model, inputs, buckets, jit_compile)
+    runner.warm()
+    return LoadedModel(
+        name=name or Path(path).stem, version=version, file=model_file, inputs=inputs,
+        heads=heads, task=serving.get("task") or _infer_task(heads),
+        preparation=Preparation.from_metadata(serving.get("preparation")),
+        compatibility_steps=tuple(steps), executor=runner, keras_model=keras_model,
+    )
+
+
+def _input_specs(keras_model) -> list[TensorSpec]:
+    return [TensorSpec(t.name, np.dtype(t.dtype), tuple(t.shape)) for t in keras_model.inputs]
+
+
+def _heads(keras_model, labels: Mapping[str, list[str]] | list[str]) -> list[OutputHead]:
+    heads, seen = [], set()
+    for index, tensor in enumerate(keras_model.outputs):
+        layer = tensor._keras_history.operation
+        name = layer.name if layer.name not in seen else f"{layer.name}_{index}"
+        seen.add(name)
+        spec = TensorSpec(name, np.dtype(tensor.dtype), tuple(tensor.shape))
+        head_labels = labels if isinstance(labels, list) else labels.get(name, [])
+        heads.append(OutputHead(spec, _activation_of(layer), tuple(head_labels)))
+        _check_labels(heads[-1])
+    return heads
+
+
+def _activation_of(layer) -> str:
+    """The activation that produced a layer's output, looking inside wrappers."""
+    class_name = type(layer).__name__
+    if class_name == "Softmax":
+        return "softmax"
+    inner = getattr(layer, "layer", None) if class_name in ("TimeDistributed", "Bidirectional") else None
+    activation = getattr(inner or layer, "activation", None)
+    return getattr(activation, "__name__", "linear") if activation is not None else "linear"
+
+
+def _check_labels(head: OutputHead) -> None:
+    if not head.labels:
+        return
+    needed = 2 if head.units == 1 and head.activation == "sigmoid" else head.units
+    if head.activation not in PROBABILISTIC or len(head.labels) != needed:
+        raise ModelLoadError(
+            f"output '{head.name}' ({head.activation}, {head.units} units) carries "
+            f"{len(head.labels)} class labels; expected {needed} for a sigmoid/softmax output"
+        )
+
+
+def _infer_task(heads: tuple[OutputHead, ...]) -> str:
+    return "classification" if any(h.activation in PROBABILISTIC for h in heads) else "regression"

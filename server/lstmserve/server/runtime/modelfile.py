@@ -1,0 +1,99 @@
+"""Reads what an .h5 model file says about itself, with h5py only: before Keras sees the file."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import h5py
+
+from lstmserve.server.runtime.errors import ModelLoadError, UnsafeModelError
+
+# The HDF5 root attribute where lstmserve keeps its serving metadata, beside Keras's own.
+METADATA_ATTR = "lstmserve_metadata"
+METADATA_FORMAT = 1
+
+
+@dataclass(frozen=True)
+class ModelFile:
+    """The facts of one .h5 file: Keras's own attributes and lstmserve's metadata."""
+
+    path: Path
+    sha256: str
+    size_bytes: int
+    keras_version: str
+    backend: str
+    model_config: dict[str, Any]
+    serving: dict[str, Any] = field(default_factory=dict)
+
+
+def read_model_file(path: str | Path) -> ModelFile:
+    """Open, check and describe one Keras .h5 file; ModelLoadError says what is wrong with it."""
+    path = Path(path)
+    if not path.is_file():
+        raise ModelLoadError(f"model file {path} does not exist")
+    try:
+        with h5py.File(path, "r") as h5:
+            refuse_links_and_virtual_datasets(h5)
+            attrs = dict(h5.attrs)
+    except OSError as error:
+        raise ModelLoadError(f"{path} is not a readable HDF5 file ({error})") from None
+    if "model_config" not in attrs:
+        raise ModelLoadError(
+            f"{path} holds no 'model_config' attribute: it is not a whole Keras model saved with "
+            "model.save() (weights-only files need the code that builds the model)"
+        )
+    return ModelFile(
+        path=path, sha256=file_sha256(path), size_bytes=path.stat().st_size,
+        keras_version=_text(attrs.get("keras_version", "unknown")),
+        backend=_text(attrs.get("backend", "unknown")),
+        model_config=_json_attr(path, attrs, "model_config"),
+        serving=_json_attr(path, attrs, METADATA_ATTR) if METADATA_ATTR in attrs else {},
+    )
+
+
+def refuse_links_and_virtual_datasets(h5: h5py.File) -> None:
+    """External links and virtual datasets make h5py read other files: refused, whatever the flags."""
+    def check(name: str, link: h5py.HLObject) -> None:
+        if isinstance(link, h5py.ExternalLink):
+            raise UnsafeModelError(
+                f"{h5.filename}: '{name}' is an HDF5 external link to {link.filename}; "
+                "model files must be self-contained"
+            )
+        if isinstance(link, h5py.HardLink):
+            obj = h5[name]
+            if isinstance(obj, h5py.Dataset) and obj.is_virtual:
+                raise UnsafeModelError(
+                    f"{h5.filename}: dataset '{name}' is a virtual dataset reading other files; "
+                    "model files must be self-contained"
+                )
+    h5.visititems_links(check)
+
+
+def write_serving_metadata(path: str | Path, metadata: dict[str, Any]) -> None:
+    """Store lstmserve's metadata as one JSON root attribute; Keras ignores attributes it does not know."""
+    with h5py.File(path, "a") as h5:
+        h5.attrs[METADATA_ATTR] = json.dumps({"format": METADATA_FORMAT, **metadata})
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as stream:
+        for chunk in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _json_attr(path: Path, attrs: dict[str, Any], name: str) -> dict[str, Any]:
+    try:
+        value = json.loads(_text(attrs[name]))
+    except (ValueError, TypeError) as error:
+        raise ModelLoadError(f"{path}: attribute '{name}' is not valid JSON ({error})") from None
+    return value
+
+
+def _text(value: Any) -> str:
+    return value.decode("utf-8") if isinstance(value, bytes) else str(value)

@@ -1,0 +1,88 @@
+"""A model's inputs and outputs, and the checks that turn a request's arrays into the model's."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from lstmserve.server.runtime.errors import InvalidInput
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """Name, dtype and shape of one input or output; None dimensions take any size."""
+
+    name: str
+    dtype: np.dtype
+    shape: tuple[int | None, ...]
+
+    def describe(self) -> str:
+        """'float32 [batch, timesteps=12, features=1]'."""
+        dims = [f"{label}={dim}" if dim is not None else label
+                for label, dim in zip(dimension_labels(len(self.shape)), self.shape)]
+        dims[0] = "batch"
+        return f"{self.dtype.name} [{', '.join(dims)}]"
+
+
+def dimension_labels(rank: int) -> list[str]:
+    """What each axis means to a person: the recurrent layout where the rank allows it."""
+    known = {1: ["batch"], 2: ["batch", "features"], 3: ["batch", "timesteps", "features"]}
+    return known.get(rank, ["batch"] + [f"dim{i}" for i in range(1, rank)])
+
+
+def bind_inputs(specs: Sequence[TensorSpec], inputs: Mapping[str, np.ndarray],
+                model_name: str) -> list[np.ndarray]:
+    """The request's arrays in the model's input order, checked and cast; InvalidInput otherwise."""
+    named = _match_names(specs, inputs, model_name)
+    arrays = [_check_array(spec, named[spec.name], model_name) for spec in specs]
+    batches = {spec.name: array.shape[0] for spec, array in zip(specs, arrays)}
+    if len(set(batches.values())) > 1:
+        raise InvalidInput(f"inputs of model '{model_name}' must share one batch size; got {batches}")
+    return arrays
+
+
+def _match_names(specs: Sequence[TensorSpec], inputs: Mapping[str, np.ndarray],
+                 model_name: str) -> dict[str, np.ndarray]:
+    expected = [spec.name for spec in specs]
+    if len(specs) == 1 and list(inputs) == [""]:
+        return {specs[0].name: inputs[""]}
+    unknown = sorted(set(inputs) - set(expected))
+    missing = [name for name in expected if name not in inputs]
+    if unknown or missing:
+        raise InvalidInput(
+            f"model '{model_name}' takes inputs {expected}; request has {sorted(inputs)}"
+            + (f" (missing {missing})" if missing else "")
+            + (f" (unknown {unknown})" if unknown else "")
+        )
+    return dict(inputs)
+
+
+def _check_array(spec: TensorSpec, array: np.ndarray, model_name: str) -> np.ndarray:
+    where = f"input '{spec.name}'"
+    expects = f"model '{model_name}' expects {spec.describe()}"
+    if array.ndim != len(spec.shape):
+        raise InvalidInput(
+            f"{where} has rank {array.ndim} (shape {list(array.shape)}); {expects}"
+        )
+    if array.shape[0] == 0:
+        raise InvalidInput(f"{where} is an empty batch (shape {list(array.shape)}); {expects}")
+    labels = dimension_labels(array.ndim)
+    for axis, (got, want) in enumerate(zip(array.shape, spec.shape)):
+        if axis > 0 and want is not None and got != want:
+            raise InvalidInput(f"{where} has {got} {labels[axis]}; {expects}")
+    return _cast(spec, array, where, expects)
+
+
+def _cast(spec: TensorSpec, array: np.ndarray, where: str, expects: str) -> np.ndarray:
+    # Width may differ (float64 for float32), kind may not: ids sent as floats are a bug.
+    if array.dtype.kind != spec.dtype.kind:
+        raise InvalidInput(f"{where} has dtype {array.dtype.name}; {expects}")
+    if array.dtype.kind == "f" and not np.isfinite(array).all():
+        raise InvalidInput(f"{where} contains NaN or infinity; {expects} with finite values")
+    if array.dtype.kind == "i" and array.dtype.itemsize > spec.dtype.itemsize:
+        info = np.iinfo(spec.dtype)
+        if array.min() < info.min or array.max() > info.max:
+            raise InvalidInput(f"{where} has values outside {spec.dtype.name}; {expects}")
+    return array.astype(spec.dtype, copy=False)

@@ -1,0 +1,1 @@
+"""gRPC transport: protobuf <-> numpy, status codes, health; all model work is in runtime/."""

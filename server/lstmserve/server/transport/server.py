@@ -1,0 +1,92 @@
+"""Builds the gRPC server: prediction service, standard health and reflection, error interceptor."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Sequence
+from concurrent import futures
+from dataclasses import dataclass
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from lstmserve.server.runtime.errors import ModelLoadError
+from lstmserve.server.runtime.model import LoadedModel
+from lstmserve.server.runtime.registry import ModelRegistry
+from lstmserve.server.transport.servicer import PredictionServicer
+from lstmserve.server.transport.status import ErrorInterceptor
+from lstmserve.v1 import prediction_service_pb2 as pb
+from lstmserve.v1 import prediction_service_pb2_grpc as pb_grpc
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["PredictionService"].full_name
+MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+
+
+@dataclass
+class RunningServer:
+    server: grpc.Server
+    port: int
+    registry: ModelRegistry
+    health: health.HealthServicer
+
+    def set_serving(self, serving: bool) -> None:
+        status = (health_pb2.HealthCheckResponse.SERVING if serving
+                  else health_pb2.HealthCheckResponse.NOT_SERVING)
+        for service in ("", SERVICE_NAME):
+            self.health.set(service, status)
+
+    def stop(self, grace: float | None = None) -> None:
+        self.set_serving(False)
+        self.server.stop(grace).wait()
+
+
+def create_server(registry: ModelRegistry, address: str = "127.0.0.1:0",
+                  workers: int = 32) -> RunningServer:
+    """A started server on `address` (port 0 picks a free port), NOT_SERVING until told otherwise."""
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="rpc"),
+        interceptors=[ErrorInterceptor()],
+        options=[("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+                 ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+                 ("grpc.so_reuseport", 0)],
+    )
+    pb_grpc.add_PredictionServiceServicer_to_server(PredictionServicer(registry), server)
+    # Health answers from its own small pool-independent state, so it stays fast under load.
+    health_servicer = health.HealthServicer(experimental_non_blocking=True)
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(
+        (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+         reflection.SERVICE_NAME), server)
+    port = server.add_insecure_port(address)
+    if port == 0:
+        raise OSError(f"cannot listen on {address}")
+    server.start()
+    running = RunningServer(server, port, registry, health_servicer)
+    running.set_serving(False)
+    return running
+
+
+def load_in_background(running: RunningServer, names: Sequence[str],
+                       loaders: Sequence[Callable[[], LoadedModel]],
+                       on_error: Callable[[str, ModelLoadError], None]) -> threading.Thread:
+    """Load (and warm) every model, then report SERVING; a failed load is reported, not fatal here."""
+    for name in names:
+        running.registry.expect(name)
+
+    def load_all() -> None:
+        for name, loader in zip(names, loaders):
+            try:
+                running.registry.add(loader())
+            except ModelLoadError as error:
+                running.registry.forget(name)
+                on_error(name, error)
+                return
+        running.set_serving(True)
+
+    thread = threading.Thread(target=load_all, name="model-loader", daemon=True)
+    thread.start()
+    return thread

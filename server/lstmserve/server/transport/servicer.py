@@ -1,0 +1,30 @@
+"""PredictionService: decode, call the runtime, encode. No model logic lives here."""
+
+from __future__ import annotations
+
+from lstmserve.server.runtime.registry import ModelRegistry
+from lstmserve.server.transport import converters
+from lstmserve.v1 import prediction_service_pb2 as pb
+from lstmserve.v1 import prediction_service_pb2_grpc as pb_grpc
+
+
+class PredictionServicer(pb_grpc.PredictionServiceServicer):
+    def __init__(self, registry: ModelRegistry) -> None:
+        self.registry = registry
+
+    def Predict(self, request: pb.PredictRequest, context) -> pb.PredictResponse:
+        model = self.registry.get(request.model.name, request.model.version)
+        mode = converters.mode_from_wire(request.mode)
+        inputs = converters.inputs_from_wire(request)
+        prediction = model.predict(inputs, mode, prepared=request.prepared)
+        return converters.prediction_to_wire(model, prediction)
+
+    def GetModelMetadata(self, request: pb.GetModelMetadataRequest,
+                         context) -> pb.GetModelMetadataResponse:
+        model = self.registry.get(request.model.name, request.model.version)
+        return pb.GetModelMetadataResponse(metadata=converters.metadata_to_wire(model))
+
+    def ListModels(self, request: pb.ListModelsRequest, context) -> pb.ListModelsResponse:
+        return pb.ListModelsResponse(
+            models=[converters.metadata_to_wire(model) for model in self.registry.all()]
+        )

@@ -1,0 +1,36 @@
+"""Writes a fitted model as one .h5 file that plain Keras can open and lstmserve can serve."""
+
+from __future__ import annotations
+
+import os
+import platform
+from pathlib import Path
+from typing import Any
+
+from lstmserve.server.runtime.modelfile import write_serving_metadata
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import keras  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+
+def save_model(model: keras.Model, path: str | Path, *, task: str, labels: list[str] | None = None,
+               preparation: dict[str, Any] | None = None, training: dict[str, Any] | None = None) -> Path:
+    """model.save() to .h5, then lstmserve's metadata as a root attribute beside Keras's own."""
+    path = Path(path)
+    if path.suffix != ".h5":
+        raise ValueError(f"output must end in .h5; got {path.name}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    model.save(path)
+    write_serving_metadata(path, {
+        "task": task,
+        "labels": labels or [],
+        "preparation": preparation or {},
+        "training": {**(training or {}), "versions": versions()},
+    })
+    return path
+
+
+def versions() -> dict[str, str]:
+    return {"keras": keras.__version__, "tensorflow": tf.__version__,
+            "python": platform.python_version()}
