@@ -1,0 +1,80 @@
+"""Shared fixtures: demo models trained once per session, and real gRPC servers on port 0."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from lstmserve.client import Client  # noqa: E402
+from lstmserve.server.runtime.loader import LoadOptions  # noqa: E402
+from lstmserve.server.runtime.model import LoadedModel, load_model  # noqa: E402
+from lstmserve.server.runtime.registry import ModelRegistry  # noqa: E402
+from lstmserve.server.transport.server import RunningServer, create_server  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def models_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("models")
+
+
+@pytest.fixture(scope="session")
+def seed_h5(models_dir) -> Path:
+    """The seed's own example, trained as `lstmserve train --demo seed` does."""
+    from lstmserve.trainer.demos import train_seed
+    return train_seed(models_dir / "seed.h5").path
+
+
+@pytest.fixture(scope="session")
+def classifier_h5(models_dir) -> Path:
+    from lstmserve.trainer.demos import train_classifier
+    return train_classifier(models_dir / "classifier.h5").path
+
+
+@pytest.fixture(scope="session")
+def loaded_seed(seed_h5) -> LoadedModel:
+    return load_model(seed_h5, "seed")
+
+
+@pytest.fixture(scope="session")
+def loaded_classifier(classifier_h5) -> LoadedModel:
+    return load_model(classifier_h5, "classifier")
+
+
+@pytest.fixture
+def start_server() -> Iterator[Callable[..., RunningServer]]:
+    """Factory: start a real server on 127.0.0.1:0 holding the given LoadedModels, SERVING."""
+    started: list[RunningServer] = []
+
+    def start(*models: LoadedModel, serving: bool = True, workers: int = 16) -> RunningServer:
+        registry = ModelRegistry()
+        for model in models:
+            registry.add(model)
+        running = create_server(registry, "127.0.0.1:0", workers)
+        running.set_serving(serving)
+        started.append(running)
+        return running
+
+    yield start
+    for running in started:
+        running.stop(grace=None)
+
+
+@pytest.fixture
+def demo_server(start_server, loaded_seed, loaded_classifier) -> RunningServer:
+    return start_server(loaded_seed, loaded_classifier)
+
+
+@pytest.fixture
+def client(demo_server) -> Iterator[Client]:
+    with Client(f"127.0.0.1:{demo_server.port}", timeout=30) as c:
+        yield c
+
+
+def load(path: Path, name: str | None = None, **options) -> LoadedModel:
+    """Load a model file the way `lstmserve serve` does, with optional LoadOptions fields."""
+    return load_model(path, name, options=LoadOptions.create(**options))
