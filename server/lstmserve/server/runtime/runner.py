@@ -68,15 +68,15 @@ class CompiledRunner:
 
     def _trace(self, jit_compile: bool):
         model = self._model
-        signature = [tf.TensorSpec((None, *spec.shape[1:]), tf.as_dtype(spec.dtype))
-                     for spec in self.inputs]
 
         def call(*xs):
             outputs = model(list(xs) if len(xs) > 1 else xs[0], training=False)
             return tuple(outputs) if isinstance(outputs, (list, tuple)) else (outputs,)
 
-        return tf.function(call, input_signature=signature, jit_compile=jit_compile,
-                           reduce_retracing=True)
+        # One trace per concrete shape, never a generic one: Keras 3 layers such as
+        # TimeDistributed compute wrong shapes when batch and timesteps are both symbolic
+        # (a (4, 7, 2) output came back as (4, 4, 2)). Bucketed batches keep the shapes few.
+        return tf.function(call, jit_compile=jit_compile, reduce_retracing=False)
 
 
 def _pad_rows(array: np.ndarray, rows: int) -> np.ndarray:

@@ -1,0 +1,51 @@
+"""Small real Keras 3 models saved as .h5, for tests that need a model of a particular shape."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import keras
+import numpy as np
+
+
+def save(model: keras.Model, path: Path) -> Path:
+    model.save(path)
+    return path
+
+
+def multi_io(path: Path) -> Path:
+    """Two inputs (a free-length sequence and static features), a softmax head and a sequence head."""
+    keras.utils.set_random_seed(3)
+    series = keras.Input((None, 3), name="series")
+    static = keras.Input((4,), name="static")
+    seq = keras.layers.LSTM(6, return_sequences=True, name="encoder")(series)
+    summary = keras.layers.GlobalAveragePooling1D()(seq)
+    joined = keras.layers.Concatenate()([summary, static])
+    kind = keras.layers.Dense(3, activation="softmax", name="kind")(joined)
+    trace = keras.layers.TimeDistributed(keras.layers.Dense(2), name="trace")(seq)
+    return save(keras.Model([series, static], [kind, trace]), path)
+
+
+def binary(path: Path) -> Path:
+    """A single sigmoid unit: classes are p > 0.5."""
+    keras.utils.set_random_seed(4)
+    model = keras.Sequential([keras.Input((5, 2)), keras.layers.GRU(4),
+                              keras.layers.Dense(1, activation="sigmoid", name="p")])
+    return save(model, path)
+
+
+def embedding(path: Path) -> Path:
+    """Token ids in (int32), free length, masked zeros."""
+    keras.utils.set_random_seed(5)
+    model = keras.Sequential([keras.Input((None,), dtype="int32"),
+                              keras.layers.Embedding(50, 8, mask_zero=True),
+                              keras.layers.LSTM(5), keras.layers.Dense(2, activation="softmax")])
+    return save(model, path)
+
+
+def reference(model_path: Path, *inputs: np.ndarray) -> list[np.ndarray]:
+    """What plain Keras computes for the file: the oracle for served outputs."""
+    model = keras.models.load_model(model_path, compile=False)
+    outputs = model(list(inputs) if len(inputs) > 1 else inputs[0], training=False)
+    outputs = outputs if isinstance(outputs, (list, tuple)) else [outputs]
+    return [np.asarray(out) for out in outputs]
