@@ -1,10 +1,10 @@
 """Predictions over a real gRPC server in the three modes, compared with plain Keras."""
 
+import modelzoo
 import numpy as np
 import pytest
-
-import modelzoo
 from conftest import load
+
 from lstmserve.client import Client, LstmserveError
 from lstmserve.trainer.demos import CLASSIFIER_LABELS, classifier_data, seed_data
 

@@ -14,7 +14,7 @@ class LstmserveError(Exception):
         self.message = message
 
     @classmethod
-    def from_rpc_error(cls, error: grpc.RpcError) -> "LstmserveError":
+    def from_rpc_error(cls, error: grpc.RpcError) -> LstmserveError:
         # Every RpcError raised by a call is also a grpc.Call carrying code() and details().
         code = error.code() if hasattr(error, "code") else grpc.StatusCode.UNKNOWN
         details = error.details() if hasattr(error, "details") else str(error)
