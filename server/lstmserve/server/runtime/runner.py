@@ -20,6 +20,16 @@ log = logging.getLogger(__name__)
 DEFAULT_BUCKETS = (1, 2, 4, 8, 16, 32, 64)
 
 
+class _ExpectedRetracing(logging.Filter):
+    """One trace per bucket is the design, not the accident TensorFlow warns about."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "triggered tf.function retracing" not in record.getMessage()
+
+
+logging.getLogger("tensorflow").addFilter(_ExpectedRetracing())
+
+
 class CompiledRunner:
     """Thread-safe: one function, many callers."""
 
