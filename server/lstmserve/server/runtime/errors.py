@@ -25,6 +25,10 @@ class Overloaded(ServingError):
     """The model's queue is full; retrying later may work."""
 
 
+class ModelFailed(ServingError):
+    """Running the model itself failed; the message names an incident in the server log, not internals."""
+
+
 class ModelLoadError(ServingError):
     """A model file could not be loaded."""
 

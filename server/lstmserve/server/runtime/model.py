@@ -10,6 +10,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from lstmserve.server.runtime.batcher import DEFAULT_BATCHING, BatchConfig, Batcher, BatchStats
 from lstmserve.server.runtime.errors import ModelLoadError
 from lstmserve.server.runtime.loader import LoadOptions, load_keras_model
 from lstmserve.server.runtime.modelfile import ModelFile, read_model_file
@@ -46,6 +47,11 @@ class LoadedModel:
     executor: Executor
     keras_model: Any = field(repr=False)
 
+    def batch_stats(self) -> BatchStats:
+        """Counters of the batcher in front of the model (zeros when it runs each request alone)."""
+        stats = getattr(self.executor, "stats", None)
+        return stats() if stats is not None else BatchStats()
+
     @property
     def modes(self) -> tuple[Mode, ...]:
         return tuple(m for m in Mode if all(m in head.modes for head in self.heads))
@@ -74,8 +80,8 @@ class LoadedModel:
 
 def load_model(path: str | Path, name: str | None = None, version: str = "1",
                options: LoadOptions | None = None, buckets=DEFAULT_BUCKETS,
-               jit_compile: bool = True) -> LoadedModel:
-    """Read, check, load, compile and warm one .h5 file."""
+               jit_compile: bool = True, batching: BatchConfig | None = DEFAULT_BATCHING) -> LoadedModel:
+    """Read, check, load, compile and warm one .h5 file; batching None runs each request alone."""
     model_file = read_model_file(path)
     keras_model, steps = load_keras_model(model_file, options or LoadOptions())
     inputs = tuple(_input_specs(keras_model))
@@ -83,11 +89,13 @@ def load_model(path: str | Path, name: str | None = None, version: str = "1",
     heads = tuple(_heads(keras_model, serving.get("labels") or {}))
     runner = CompiledRunner(keras_model, inputs, buckets, jit_compile)
     runner.warm()
+    name = name or Path(path).stem
+    executor = runner if batching is None else Batcher(runner, batching, name)
     return LoadedModel(
-        name=name or Path(path).stem, version=version, file=model_file, inputs=inputs,
+        name=name, version=version, file=model_file, inputs=inputs,
         heads=heads, task=serving.get("task") or _infer_task(heads),
         preparation=Preparation.from_metadata(serving.get("preparation")),
-        compatibility_steps=tuple(steps), executor=runner, keras_model=keras_model,
+        compatibility_steps=tuple(steps), executor=executor, keras_model=keras_model,
     )
 
 

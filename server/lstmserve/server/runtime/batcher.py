@@ -1,0 +1,207 @@
+"""Dynamic batching: requests queued for one model run together on its own worker thread.
+
+A Keras LSTM costs nearly the same per call at batch 64 as at batch 1, so requests that arrive
+together are concatenated, run once, and split back. Requests whose non-batch shapes differ (free
+timesteps) are grouped by shape, never padded: padding would change an unmasked model's answer.
+The worker thread keeps model work off the RPC threads, so health and metadata stay responsive.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections import Counter, deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+
+from lstmserve.server.runtime.errors import ModelFailed, ModelNotReady, Overloaded
+
+log = logging.getLogger(__name__)
+
+
+class Runner(Protocol):
+    max_batch: int
+
+    def run(self, arrays: Sequence[np.ndarray]) -> list[np.ndarray]: ...
+
+
+@dataclass(frozen=True)
+class BatchConfig:
+    """max_delay_s 0 runs whatever is queued the moment the worker is free (no added latency)."""
+
+    max_batch: int = 64
+    max_delay_s: float = 0.0
+    queue_capacity: int = 1024
+
+    def __post_init__(self) -> None:
+        if self.max_batch < 1 or self.max_delay_s < 0 or self.queue_capacity < 1:
+            raise ValueError(f"batching needs max_batch >= 1, max_delay >= 0 and queue_capacity >= 1; "
+                             f"got {self.max_batch}, {self.max_delay_s}, {self.queue_capacity}")
+
+
+DEFAULT_BATCHING = BatchConfig()
+
+
+@dataclass
+class BatchStats:
+    """Counters since load; only the worker thread writes them."""
+
+    requests: int = 0
+    rows: int = 0
+    batches: int = 0
+    rejected: int = 0
+    failed_batches: int = 0
+    batch_rows: Counter = field(default_factory=Counter)
+
+    def snapshot(self) -> BatchStats:
+        return BatchStats(self.requests, self.rows, self.batches, self.rejected,
+                          self.failed_batches, Counter(self.batch_rows))
+
+
+class _Pending:
+    """One caller's request; `done` is held until the worker has its answer (cheapest one-shot signal)."""
+
+    __slots__ = ("arrays", "rows", "key", "outputs", "error", "done")
+
+    def __init__(self, arrays: Sequence[np.ndarray]) -> None:
+        self.arrays = arrays
+        self.rows = arrays[0].shape[0]
+        self.key = tuple((a.shape[1:], a.dtype.str) for a in arrays)
+        self.outputs: list[np.ndarray] | None = None
+        self.error: Exception | None = None
+        self.done = threading.Lock()
+        self.done.acquire()
+
+    def finish(self, outputs: list[np.ndarray] | None, error: Exception | None = None) -> None:
+        self.outputs, self.error = outputs, error
+        self.done.release()
+
+
+class Batcher:
+    """An Executor: `run` blocks the calling thread until the worker has run its rows."""
+
+    def __init__(self, runner: Runner, config: BatchConfig = DEFAULT_BATCHING, name: str = "model") -> None:
+        self.runner = runner
+        self.config = config
+        self.name = name
+        self._stats = BatchStats()
+        self._queue: deque[_Pending] = deque()
+        self._ready = threading.Condition(threading.Lock())
+        self._closed = False
+        self._worker = threading.Thread(target=self._serve, name=f"batcher-{name}", daemon=True)
+        self._worker.start()
+
+    def run(self, arrays: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """Outputs for exactly these rows, computed in a batch with whatever else is queued."""
+        pending = _Pending(arrays)
+        with self._ready:
+            if self._closed:
+                raise ModelNotReady(f"model '{self.name}' is shutting down; retry on another server")
+            if len(self._queue) >= self.config.queue_capacity:
+                self._stats.rejected += 1
+                raise Overloaded(f"model '{self.name}' has {len(self._queue)} requests queued "
+                                 f"(capacity {self.config.queue_capacity}); retry with backoff")
+            self._queue.append(pending)
+            self._ready.notify()
+        pending.done.acquire()
+        if pending.error is not None:
+            raise pending.error
+        return pending.outputs
+
+    def stats(self) -> BatchStats:
+        return self._stats.snapshot()
+
+    def close(self) -> None:
+        """Stop the worker after it has answered everything already queued."""
+        with self._ready:
+            self._closed = True
+            self._ready.notify()
+        self._worker.join()
+
+    def _serve(self) -> None:
+        while True:
+            taken = self._take()
+            if taken is None:
+                return
+            for group in _group(taken, self.config.max_batch):
+                self._run_group(group)
+
+    def _take(self) -> list[_Pending] | None:
+        """Everything queued once the first request has waited max_delay (or the batch is full)."""
+        with self._ready:
+            while not self._queue:
+                if self._closed:
+                    return None
+                self._ready.wait()
+            if self.config.max_delay_s > 0:
+                self._wait_for_more()
+            taken = list(self._queue)
+            self._queue.clear()
+            return taken
+
+    def _wait_for_more(self) -> None:
+        deadline = time.monotonic() + self.config.max_delay_s
+        while sum(p.rows for p in self._queue) < self.config.max_batch and not self._closed:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            self._ready.wait(remaining)
+
+    def _run_group(self, group: list[_Pending]) -> None:
+        try:
+            outputs = self._execute(group)
+        except Exception as error:  # noqa: BLE001 (one failed batch must not stop the worker)
+            self._stats.failed_batches += 1
+            self._fail(group, error)
+            return
+        start = 0
+        for pending in group:
+            pending.finish([out[start:start + pending.rows] for out in outputs])
+            start += pending.rows
+
+    def _execute(self, group: list[_Pending]) -> list[np.ndarray]:
+        if len(group) == 1:
+            arrays = group[0].arrays
+        else:
+            arrays = [np.concatenate(parts) for parts in zip(*(p.arrays for p in group))]
+        rows = arrays[0].shape[0]
+        outputs = self.runner.run(arrays)
+        stats = self._stats
+        stats.requests += len(group)
+        stats.rows += rows
+        stats.batches += 1
+        stats.batch_rows[rows] += 1
+        return outputs
+
+    def _fail(self, group: list[_Pending], error: Exception) -> None:
+        """Rerun a failed batch's requests one by one, so only a request that fails alone is failed."""
+        if len(group) > 1:
+            for pending in group:
+                self._run_group([pending])
+            return
+        incident = uuid.uuid4().hex[:12]
+        log.error("model '%s' failed on a batch (incident %s)", self.name, incident, exc_info=error)
+        pending = group[0]
+        shapes = [list(a.shape) for a in pending.arrays]
+        pending.finish(None, ModelFailed(
+            f"model '{self.name}' failed to run inputs of shape {shapes}; "
+            f"see the server log (incident {incident})"))
+
+
+def _group(taken: list[_Pending], max_batch: int) -> list[list[_Pending]]:
+    """Requests with the same non-batch shapes, in arrival order, cut at max_batch rows."""
+    by_key: dict[tuple, list[list[_Pending]]] = {}
+    rows: dict[tuple, int] = {}
+    for pending in taken:
+        chunks = by_key.setdefault(pending.key, [[]])
+        if chunks[-1] and rows[pending.key] + pending.rows > max_batch:
+            chunks.append([])
+            rows[pending.key] = 0
+        chunks[-1].append(pending)
+        rows[pending.key] = rows.get(pending.key, 0) + pending.rows
+    return [chunk for chunks in by_key.values() for chunk in chunks]

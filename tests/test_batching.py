@@ -1,0 +1,190 @@
+"""Dynamic batching: every caller gets exactly its own rows, whatever else shares the queue."""
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import keras
+import modelzoo
+import numpy as np
+import pytest
+from conftest import load
+
+from lstmserve.client import Client, LstmserveError
+from lstmserve.server.runtime.batcher import BatchConfig, Batcher
+from lstmserve.server.runtime.errors import ModelFailed, Overloaded
+from lstmserve.v1 import stats_pb2 as spb
+from lstmserve.v1 import stats_pb2_grpc as spb_grpc
+
+
+class GatedRunner:
+    """The real compiled runner, held at its first call until released, so the rest pile up in the queue."""
+
+    def __init__(self, runner, poison: float | None = None) -> None:
+        self.runner, self.poison = runner, poison
+        self.max_batch = runner.max_batch
+        self.entered, self.release = threading.Event(), threading.Event()
+        self.batches: list[int] = []
+
+    def run(self, arrays):
+        self.entered.set()
+        assert self.release.wait(30), "test never released the runner"
+        if self.poison is not None and (arrays[0] == self.poison).any():
+            raise RuntimeError("poisoned row (internal detail that must not reach callers)")
+        self.batches.append(arrays[0].shape[0])
+        return self.runner.run(arrays)
+
+
+def burst(batcher: Batcher, gate: GatedRunner, requests: list[list[np.ndarray]]) -> list:
+    """Run the first request alone, queue the others behind it, then let them all through."""
+    with ThreadPoolExecutor(len(requests)) as pool:
+        futures = [pool.submit(batcher.run, requests[0])]
+        assert gate.entered.wait(30)
+        futures += [pool.submit(batcher.run, r) for r in requests[1:]]
+        while len(batcher._queue) < len(requests) - 1:
+            threading.Event().wait(0.005)
+        gate.release.set()
+        return [f.exception() or f.result() for f in futures]
+
+
+def batch_of(rows: int, timesteps: int = 1, start: float = 0.0) -> np.ndarray:
+    return (start + np.arange(rows * timesteps, dtype=np.float32) / 100).reshape(rows, timesteps, 1)
+
+
+@pytest.mark.unit
+def test_mixed_batch_sizes_are_split_back_to_their_callers(loaded_seed, seed_h5):
+    gate = GatedRunner(loaded_seed.executor.runner)
+    batcher = Batcher(gate, BatchConfig(max_batch=64), "seed")
+    sizes = [2, 1, 5, 3, 7, 1, 4]
+    requests = [[batch_of(n, start=i)] for i, n in enumerate(sizes)]
+    answers = burst(batcher, gate, requests)
+    assert gate.batches == [2, sum(sizes[1:])]  # the six queued requests ran as one batch
+    for (x,), (y,) in zip(requests, answers):
+        np.testing.assert_allclose(y, modelzoo.reference(seed_h5, x)[0], rtol=1e-5, atol=1e-6)
+    stats = batcher.stats()
+    assert (stats.requests, stats.rows, stats.batches) == (7, sum(sizes), 2)
+    batcher.close()
+
+
+@pytest.mark.unit
+def test_batches_are_cut_at_max_batch_rows(loaded_seed, seed_h5):
+    gate = GatedRunner(loaded_seed.executor.runner)
+    batcher = Batcher(gate, BatchConfig(max_batch=8), "seed")
+    requests = [[batch_of(n, start=i)] for i, n in enumerate([1, 5, 3, 4, 2, 20])]
+    answers = burst(batcher, gate, requests)
+    assert gate.batches == [1, 8, 6, 20]  # 5+3 | 4+2 | a request larger than max_batch runs alone
+    for (x,), (y,) in zip(requests, answers):
+        np.testing.assert_allclose(y, modelzoo.reference(seed_h5, x)[0], rtol=1e-5, atol=1e-6)
+    batcher.close()
+
+
+@pytest.mark.unit
+def test_a_failing_batch_fails_only_the_request_that_fails_alone(loaded_seed, seed_h5):
+    gate = GatedRunner(loaded_seed.executor.runner, poison=66.0)
+    batcher = Batcher(gate, BatchConfig(), "seed")
+    requests = [[batch_of(2)], [batch_of(3, start=1)], [np.full((2, 1, 1), 66.0, np.float32)],
+                [batch_of(4, start=2)]]
+    answers = burst(batcher, gate, requests)
+    assert isinstance(answers[2], ModelFailed)
+    assert "model 'seed' failed to run inputs of shape [[2, 1, 1]]" in str(answers[2])
+    assert "internal detail" not in str(answers[2])
+    for index in (0, 1, 3):
+        x = requests[index][0]
+        np.testing.assert_allclose(answers[index][0], modelzoo.reference(seed_h5, x)[0], rtol=1e-5, atol=1e-6)
+    assert batcher.stats().failed_batches == 2  # the shared batch, then the poisoned request alone
+    batcher.close()
+
+
+@pytest.mark.unit
+def test_free_timesteps_are_grouped_by_length_not_padded(tmp_path):
+    keras.utils.set_random_seed(6)
+    path = modelzoo.save(keras.Sequential([keras.Input((None, 1)), keras.layers.LSTM(4),
+                                           keras.layers.Dense(1)]), tmp_path / "free.h5")
+    model = load(path, "free")
+    gate = GatedRunner(model.executor.runner)
+    batcher = Batcher(gate, BatchConfig(), "free")
+    lengths = [4, 3, 5, 3, 5, 3]
+    requests = [[batch_of(2, t, start=i)] for i, t in enumerate(lengths)]
+    answers = burst(batcher, gate, requests)
+    assert gate.batches == [2, 6, 4]  # one run per length: 3, 3, 3 together; 5, 5 together
+    for (x,), (y,) in zip(requests, answers):
+        np.testing.assert_allclose(y, modelzoo.reference(path, x)[0], rtol=1e-5, atol=1e-6)
+    batcher.close()
+
+
+@pytest.mark.unit
+def test_a_full_queue_refuses_with_overloaded(loaded_seed):
+    gate = GatedRunner(loaded_seed.executor.runner)
+    batcher = Batcher(gate, BatchConfig(queue_capacity=2), "seed")
+    with ThreadPoolExecutor(3) as pool:
+        futures = [pool.submit(batcher.run, [batch_of(1)])]
+        assert gate.entered.wait(30)
+        futures += [pool.submit(batcher.run, [batch_of(1)]) for _ in range(2)]
+        while len(batcher._queue) < 2:
+            threading.Event().wait(0.005)
+        with pytest.raises(Overloaded, match=r"model 'seed' has 2 requests queued \(capacity 2\)"):
+            batcher.run([batch_of(1)])
+        gate.release.set()
+        assert all(f.result()[0].shape == (1, 1) for f in futures)
+    assert batcher.stats().rejected == 1
+    batcher.close()
+
+
+@pytest.mark.unit
+def test_max_delay_gathers_requests_that_arrive_later(loaded_seed):
+    batcher = Batcher(loaded_seed.executor.runner, BatchConfig(max_batch=4, max_delay_s=5.0), "seed")
+    with ThreadPoolExecutor(4) as pool:
+        # A full batch (4 rows) starts at once; nothing waits the 5 s delay.
+        futures = [pool.submit(batcher.run, [batch_of(1, start=i)]) for i in range(4)]
+        assert all(f.result(timeout=4)[0].shape == (1, 1) for f in futures)
+    assert batcher.stats().batch_rows == {4: 1}
+    batcher.close()
+
+
+@pytest.mark.integration
+def test_concurrent_callers_with_malformed_requests_in_the_same_burst(start_server, loaded_seed, seed_h5):
+    server = start_server(loaded_seed)
+    target = f"127.0.0.1:{server.port}"
+    xs = [batch_of(1 + i % 6, start=i) for i in range(48)]
+    expected = [modelzoo.reference(seed_h5, x)[0] for x in xs]
+
+    def call(i: int):
+        with Client(target, timeout=30) as client:
+            if i % 7 == 3:  # two features where the model takes one: rejected before any queue
+                return client.predict(np.zeros((2, 1, 2), np.float32))
+            return client.predict(xs[i])
+
+    with ThreadPoolExecutor(16) as pool:
+        futures = [pool.submit(call, i) for i in range(48)]
+    for i, future in enumerate(futures):
+        if i % 7 == 3:
+            assert isinstance(future.exception(), LstmserveError)
+            assert future.exception().code.name == "INVALID_ARGUMENT"
+            assert "has 2 features" in future.exception().message
+        else:
+            np.testing.assert_allclose(future.result(), expected[i], rtol=1e-5, atol=1e-6)
+    valid = [i for i in range(48) if i % 7 != 3]
+    stats = stats_of(target, "seed")
+    assert stats.requests >= len(valid) and stats.rows >= sum(xs[i].shape[0] for i in valid)
+
+
+def stats_of(target: str, name: str) -> spb.ModelStats:
+    import grpc
+    with grpc.insecure_channel(target) as channel:
+        reply = spb_grpc.StatsServiceStub(channel).GetModelStats(
+            spb.GetModelStatsRequest(model={"name": name}), timeout=10)
+    (stats,) = reply.models
+    return stats
+
+
+@pytest.mark.integration
+def test_stats_rpc_counts_batches_by_size(start_server, loaded_seed):
+    server = start_server(loaded_seed)
+    target = f"127.0.0.1:{server.port}"
+    before = stats_of(target, "seed")
+    with Client(target, timeout=30) as client:
+        client.predict(batch_of(3))
+        client.predict(batch_of(3))
+    after = stats_of(target, "seed")
+    sizes = {c.rows: c.batches for c in after.batch_sizes}
+    assert after.requests - before.requests == 2 and after.rows - before.rows == 6
+    assert sizes.get(3, 0) - {c.rows: c.batches for c in before.batch_sizes}.get(3, 0) == 2
