@@ -16,13 +16,17 @@ from lstmserve.server.runtime.errors import ModelLoadError
 from lstmserve.server.runtime.model import LoadedModel
 from lstmserve.server.runtime.registry import ModelRegistry
 from lstmserve.server.transport.servicer import PredictionServicer
+from lstmserve.server.transport.stats import StatsServicer
 from lstmserve.server.transport.status import ErrorInterceptor
 from lstmserve.v1 import prediction_service_pb2 as pb
 from lstmserve.v1 import prediction_service_pb2_grpc as pb_grpc
+from lstmserve.v1 import stats_pb2 as spb
+from lstmserve.v1 import stats_pb2_grpc as spb_grpc
 
 log = logging.getLogger(__name__)
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["PredictionService"].full_name
+STATS_SERVICE_NAME = spb.DESCRIPTOR.services_by_name["StatsService"].full_name
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 
 
@@ -55,11 +59,12 @@ def create_server(registry: ModelRegistry, address: str = "127.0.0.1:0",
                  ("grpc.so_reuseport", 0)],
     )
     pb_grpc.add_PredictionServiceServicer_to_server(PredictionServicer(registry), server)
+    spb_grpc.add_StatsServiceServicer_to_server(StatsServicer(registry), server)
     # Health answers from its own small pool-independent state, so it stays fast under load.
     health_servicer = health.HealthServicer(experimental_non_blocking=True)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
-        (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+        (SERVICE_NAME, STATS_SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
          reflection.SERVICE_NAME), server)
     port = server.add_insecure_port(address)
     if port == 0:
