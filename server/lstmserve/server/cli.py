@@ -24,6 +24,7 @@ def register_serve(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (0.0.0.0 for all)")
     parser.add_argument("--port", type=int, default=8500, help="port (0 picks a free one)")
     parser.add_argument("--workers", type=int, default=32, help="gRPC worker threads")
+    _add_batching_options(parser)
     _add_load_options(parser)
     parser.set_defaults(run=run_serve)
 
@@ -36,6 +37,21 @@ def register_inspect(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--json", action="store_true", help="print JSON instead of text")
     _add_load_options(parser)
     parser.set_defaults(run=run_inspect)
+
+
+def _add_batching_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--max-batch", type=int, default=64,
+                        help="most rows run together in one model call (1 turns batching off)")
+    parser.add_argument("--max-delay-ms", type=float, default=0.0,
+                        help="how long a request may wait for others to join its batch "
+                        "(0: run whatever is queued as soon as the model is free)")
+    parser.add_argument("--queue-capacity", type=int, default=1024,
+                        help="requests waiting per model before new ones get RESOURCE_EXHAUSTED")
+
+
+def _batch_config(args: argparse.Namespace):
+    from lstmserve.server.runtime.batcher import BatchConfig
+    return BatchConfig(args.max_batch, args.max_delay_ms / 1000, args.queue_capacity)
 
 
 def _add_load_options(parser: argparse.ArgumentParser) -> None:
@@ -55,6 +71,7 @@ def run_serve(args: argparse.Namespace) -> int:
     try:
         named = _named_paths(args.model, args.name)
         options = _load_options(args)
+        args.batching = _batch_config(args)
         running = create_server(ModelRegistry(), f"{args.host}:{args.port}", args.workers)
     except (ValueError, ModelLoadError, OSError, RuntimeError) as error:
         print(f"lstmserve serve: {error}", file=sys.stderr)
@@ -86,7 +103,8 @@ def _loader(path: Path, name: str, options, args):
     from lstmserve.server.runtime.model import load_model
 
     def load():
-        model = load_model(path, name, options=options, jit_compile=not args.no_xla)
+        model = load_model(path, name, options=options, jit_compile=not args.no_xla,
+                           batching=args.batching)
         log.info("model '%s' v%s loaded from %s: inputs %s", name, model.version, path,
                  [spec.describe() for spec in model.inputs])
         return model
