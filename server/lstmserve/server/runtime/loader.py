@@ -1,4 +1,4 @@
-"""Turns an .h5 file into a Keras model: safety checks first, then Keras, without compile info."""
+"""Turns an .h5 file into a Keras 3 model: safety checks first, then compatibility steps, then Keras."""
 
 from __future__ import annotations
 
@@ -6,15 +6,28 @@ import importlib
 import inspect
 import logging
 import os
+import re
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+import h5py
+
+from lstmserve.server.runtime.compat import is_keras2
+from lstmserve.server.runtime.compat.configs import layer_nodes, translate_config
+from lstmserve.server.runtime.compat.semantics import restore_keras2_activations
+from lstmserve.server.runtime.compat.weights import SHADOW_HINT, load_weights
 from lstmserve.server.runtime.errors import ModelLoadError
 from lstmserve.server.runtime.modelfile import ModelFile
 from lstmserve.server.runtime.safety import check_config
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402  (after quieting TensorFlow's C++ logging)
+
+# Keras 3 keeps its .h5 builder private; keras.models.load_model(.h5) runs exactly these, but reads
+# the config from the file, where lstmserve must hand it the translated one.
+from keras.src.legacy.saving import saving_options, saving_utils  # noqa: E402
+from keras.src.saving import serialization_lib  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -28,14 +41,15 @@ class LoadOptions:
     custom_objects: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def create(cls, custom_modules: tuple[str, ...] = (), allow_code: bool = False) -> "LoadOptions":
+    def create(cls, custom_modules: tuple[str, ...] = (), allow_code: bool = False) -> LoadOptions:
         """Import the operator's modules once and collect the classes and functions they define."""
         objects: dict[str, Any] = {}
         for module_name in custom_modules:
             try:
                 module = importlib.import_module(module_name)
             except ImportError as error:
-                raise ModelLoadError(f"cannot import custom-objects module '{module_name}': {error}")
+                raise ModelLoadError(
+                    f"cannot import custom-objects module '{module_name}': {error}") from None
             objects.update({name: value for name, value in vars(module).items()
                             if (inspect.isclass(value) or inspect.isfunction(value))
                             and getattr(value, "__module__", None) == module.__name__})
@@ -43,18 +57,56 @@ class LoadOptions:
 
 
 def load_keras_model(model_file: ModelFile, options: LoadOptions) -> tuple[Any, list[str]]:
-    """The Keras model in `model_file`, and the compatibility steps applied to read it."""
+    """The Keras model in `model_file`, and the compatibility steps applied to read it.
+
+    The allow-list is checked on the file's own config before anything is deserialised; the
+    config is then translated for Keras 3, built, and given the file's weights (converted where
+    an old layout differs)."""
     check_config(model_file.model_config, options.custom_objects, options.allow_code,
                  options.custom_modules)
-    steps: list[str] = ["compile information skipped (serving needs none)"]
-    try:
-        model = keras.models.load_model(
-            model_file.path, compile=False, safe_mode=not options.allow_code,
-            custom_objects=options.custom_objects or None,
-        )
-    except Exception as error:  # Keras raises many types; the operator needs the text.
-        raise ModelLoadError(
-            f"Keras {keras.__version__} cannot load {model_file.path} "
-            f"(written by Keras {model_file.keras_version}): {type(error).__name__}: {error}"
-        ) from error
+    translation = translate_config(model_file.model_config)
+    model = _build(model_file, translation.config, options)
+    load_weights(model_file.path, model, translation.weight_layouts)
+    steps = list(translation.steps)
+    if is_keras2(model_file.keras_version):
+        changed = restore_keras2_activations(model)
+        if changed:
+            steps.append(f"hard_sigmoid computed as Keras 2 did (0.2x + 0.5): {', '.join(changed)}")
+    if _has_training_config(model_file.path):
+        steps.append("training_config not read (optimizer, loss and metrics serve training only)")
     return model, steps
+
+
+def _build(model_file: ModelFile, config: dict[str, Any], options: LoadOptions) -> Any:
+    """Keras 3's own .h5 path (legacy_h5_format.load_model_from_hdf5), fed the translated config."""
+    custom_objects = _with_registered_names(options.custom_objects, config)
+    try:
+        with saving_options.keras_option_scope(use_legacy_config=True), \
+                serialization_lib.SafeModeScope(not options.allow_code):
+            return saving_utils.model_from_config(config, custom_objects=custom_objects)
+    except Exception as error:  # Keras raises many types; the operator needs the text.
+        raise ModelLoadError(_build_error(model_file, error, options)) from error
+
+
+def _build_error(model_file: ModelFile, error: Exception, options: LoadOptions) -> str:
+    message = (f"Keras {keras.__version__} cannot build the model in {model_file.path} "
+               f"(written by Keras {model_file.keras_version}): {type(error).__name__}: {error}")
+    unknown_arguments = re.search(r"Unrecognized keyword arguments passed to (\w+)", str(error))
+    if unknown_arguments and unknown_arguments.group(1) not in options.custom_objects:
+        message += "; " + SHADOW_HINT.format(cls=unknown_arguments.group(1))
+    return message
+
+
+def _with_registered_names(objects: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
+    """Files name registered custom classes 'package>Name'; the operator supplies class Name."""
+    aliases = {}
+    for node in layer_nodes(config):
+        package, _, bare = node["class_name"].rpartition(">")
+        if package and bare in objects:
+            aliases[node["class_name"]] = objects[bare]
+    return {**objects, **aliases}
+
+
+def _has_training_config(path: Path) -> bool:
+    with h5py.File(path, "r") as h5:
+        return "training_config" in h5.attrs

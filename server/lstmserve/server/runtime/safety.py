@@ -41,16 +41,15 @@ ALLOWED = MODELS | RECURRENT | LAYERS | NESTED
 def check_config(config: Any, custom_classes: Iterable[str] = (), allow_code: bool = False,
                  custom_modules: Iterable[str] = ()) -> None:
     """Raise UnsafeModelError naming the first class the file may not instantiate."""
-    allowed = ALLOWED | set(custom_classes) | (CODE_CARRYING if allow_code else set())
+    custom = set(custom_classes)
+    allowed = ALLOWED | custom | (CODE_CARRYING if allow_code else set())
     modules = ("keras", *custom_modules)
     for class_name, module, where in _class_names(config, "model"):
-        if module and not module.split(".")[0] in modules and module not in modules:
+        supplied = _bare(class_name) in custom
+        if module and not supplied and module.split(".")[0] not in modules and module not in modules:
             # Keras 3 imports a config's "module" to find its class: an arbitrary module would run.
-            raise UnsafeModelError(
-                f"{where} names Python module '{module}', outside keras; refused "
-                "(pass it with --custom-objects MODULE if it is your own code)"
-            )
-        if class_name in allowed:
+            raise UnsafeModelError(_foreign_module_message(where, class_name, module))
+        if class_name in allowed or supplied:
             continue
         if class_name in CODE_CARRYING:
             raise UnsafeModelError(
@@ -59,9 +58,22 @@ def check_config(config: Any, custom_classes: Iterable[str] = (), allow_code: bo
             )
         raise UnsafeModelError(
             f"{where} uses class '{class_name}', which is neither a Keras built-in lstmserve "
-            "allows nor a custom object you supplied; if it is your own layer, pass the module "
-            "that defines it with --custom-objects MODULE"
+            f"allows nor a custom object you supplied; if it is your own layer, pass a module that "
+            f"defines class {_bare(class_name)} for Keras 3 with --custom-objects module.path"
         )
+
+
+def _foreign_module_message(where: str, class_name: str, module: str) -> str:
+    shadows = (f" (not Keras's own {class_name}, whose name it shares)"
+               if class_name in ALLOWED else "")
+    return (f"{where} is class '{class_name}' from Python module '{module}'{shadows}; lstmserve "
+            f"imports no module a file names: pass a module that defines class {_bare(class_name)} "
+            "for Keras 3 with --custom-objects module.path")
+
+
+def _bare(class_name: str) -> str:
+    """'package>Name' is how Keras names a registered custom class; the class itself is 'Name'."""
+    return class_name.rsplit(">", 1)[-1]
 
 
 def _class_names(node: Any, where: str) -> Iterator[tuple[str, str, str]]:

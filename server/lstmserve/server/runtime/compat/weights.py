@@ -1,0 +1,87 @@
+"""Sets a built Keras 3 model's weights from an .h5 file, layer by layer name, converting legacy layouts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+from lstmserve.server.runtime.errors import ModelLoadError
+
+SHADOW_HINT = ("if '{cls}' is your own layer class that shares a Keras built-in's name, pass the module "
+               "defining it with --custom-objects MODULE")
+
+
+def load_weights(path: Path, model: Any, layouts: dict[str, str]) -> None:
+    """Assign every saved layer's weights; `layouts` names layers saved in a CuDNN layout."""
+    saved = read_saved_weights(path)
+    layers = {layer.name: layer for layer in model.layers if _variables(layer)}
+    if set(saved) != set(layers):
+        raise ModelLoadError(
+            f"{path}: the file holds weights for layers {sorted(saved)}, the rebuilt model has "
+            f"weighted layers {sorted(layers)}"
+        )
+    for name, arrays in saved.items():
+        if name in layouts:
+            arrays = from_cudnn(arrays, layouts[name])
+        _assign(layers[name], arrays)
+
+
+def read_saved_weights(path: Path) -> dict[str, list[np.ndarray]]:
+    """Layer name -> its arrays in saved order, for layers that saved any (Keras's own order-based
+    loader pairs them by position; names give a clearer error when a file and its config disagree)."""
+    with h5py.File(path, "r") as h5:
+        group = h5["model_weights"] if "model_weights" in h5 else h5
+        saved = {}
+        for name in _strings(group.attrs.get("layer_names", [])):
+            layer_group = group[name]
+            arrays = [layer_group[w][()] for w in _strings(layer_group.attrs.get("weight_names", []))]
+            if arrays:
+                saved[name] = arrays
+    return saved
+
+
+def from_cudnn(arrays: list[np.ndarray], layout: str) -> list[np.ndarray]:
+    """Inverse of cuDNN's layout, as Keras 2's hdf5_format._convert_rnn_weights does it; a
+    Bidirectional holds two (kernel, recurrent_kernel, bias) triples."""
+    gates = 4 if layout == "CuDNNLSTM" else 3
+    converted = []
+    for start in range(0, len(arrays), 3):
+        kernel, recurrent, bias = arrays[start:start + 3]
+        converted += [
+            np.hstack([k.T.reshape(k.shape, order="F") for k in np.hsplit(kernel, gates)]),
+            np.hstack([k.T for k in np.hsplit(recurrent, gates)]),
+            # CuDNNLSTM keeps input and recurrent biases that are only ever summed; CuDNNGRU's two
+            # map onto GRU(reset_after=True)'s (2, 3*units) bias.
+            np.sum(np.split(bias, 2), axis=0) if gates == 4 else bias.reshape(2, -1),
+        ]
+    return converted
+
+
+def _assign(layer: Any, arrays: list[np.ndarray]) -> None:
+    variables = _variables(layer)
+    shapes = [tuple(v.shape) for v in variables]
+    saved = [tuple(a.shape) for a in arrays]
+    if shapes != saved:
+        hint = f"; {SHADOW_HINT.format(cls=type(layer).__name__)}" if _is_builtin(layer) else ""
+        raise ModelLoadError(
+            f"layer '{layer.name}' ({type(layer).__name__}): the file holds weights of shapes {saved}; "
+            f"the layer built from its config has {shapes}{hint}"
+        )
+    for variable, value in zip(variables, arrays):
+        variable.assign(value)
+
+
+def _variables(layer: Any) -> list[Any]:
+    # The order Keras saved them in (legacy_h5_format._legacy_weights).
+    return list(layer.trainable_weights) + list(layer.non_trainable_weights)
+
+
+def _is_builtin(layer: Any) -> bool:
+    return type(layer).__module__.startswith("keras.")
+
+
+def _strings(values: Any) -> list[str]:
+    return [v.decode("utf-8") if isinstance(v, bytes) else str(v) for v in values]
