@@ -57,20 +57,21 @@ def read_model_file(path: str | Path) -> ModelFile:
 
 def refuse_links_and_virtual_datasets(h5: h5py.File) -> None:
     """External links and virtual datasets make h5py read other files: refused, whatever the flags."""
-    def check(name: str, link: h5py.HLObject) -> None:
+    def check(name: str, link: h5py.HLObject) -> str | None:
+        # A value returned stops the visit; an exception raised in here would surface from h5py's
+        # C callback as a SystemError, not as the refusal.
         if isinstance(link, h5py.ExternalLink):
-            raise UnsafeModelError(
-                f"{h5.filename}: '{name}' is an HDF5 external link to {link.filename}; "
-                "model files must be self-contained"
-            )
+            return (f"{h5.filename}: '{name}' is an HDF5 external link to {link.filename}; "
+                    "model files must be self-contained")
         if isinstance(link, h5py.HardLink):
             obj = h5[name]
             if isinstance(obj, h5py.Dataset) and obj.is_virtual:
-                raise UnsafeModelError(
-                    f"{h5.filename}: dataset '{name}' is a virtual dataset reading other files; "
-                    "model files must be self-contained"
-                )
-    h5.visititems_links(check)
+                return (f"{h5.filename}: dataset '{name}' is a virtual dataset reading other files; "
+                        "model files must be self-contained")
+        return None
+    problem = h5.visititems_links(check)
+    if problem:
+        raise UnsafeModelError(problem)
 
 
 def write_serving_metadata(path: str | Path, metadata: dict[str, Any]) -> None:

@@ -17,15 +17,18 @@ SHADOW_HINT = ("if '{cls}' is your own layer class that shares a Keras built-in'
 def load_weights(path: Path, model: Any, layouts: dict[str, str]) -> None:
     """Assign every saved layer's weights; `layouts` names layers saved in a CuDNN layout."""
     saved = read_saved_weights(path)
-    layers = {layer.name: layer for layer in model.layers if _variables(layer)}
-    if set(saved) != set(layers):
+    layers = {layer.name: layer for layer in model.layers}
+    unsaved = [name for name, layer in layers.items() if _variables(layer) and name not in saved]
+    unknown = [name for name in saved if name not in layers]
+    if unsaved or unknown:
         raise ModelLoadError(
-            f"{path}: the file holds weights for layers {sorted(saved)}, the rebuilt model has "
-            f"weighted layers {sorted(layers)}"
+            f"{path}: the file's weights and its config disagree: no saved weights for layers "
+            f"{unsaved}; saved weights for layers {unknown} the config does not have"
         )
     for name, arrays in saved.items():
         if name in layouts:
             arrays = from_cudnn(arrays, layouts[name])
+        # A weightless layer given weights is how a custom class built as a built-in shows.
         _assign(layers[name], arrays)
 
 
