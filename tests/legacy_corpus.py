@@ -74,8 +74,8 @@ def models() -> dict[str, tuple[k.Model, list[np.ndarray]]]:
             L.Input((6, 3)), L.Bidirectional(L.LSTM(3, return_sequences=True)),
             L.TimeDistributed(L.Dense(2))), x),
         "cudnn": (seq(
-            L.Input((6, 3)), L.LSTM(5, return_sequences=True, name="lstm"),
-            L.Bidirectional(L.GRU(3, reset_after=True), name="bidirectional"), L.Dense(2)), x),
+            L.Input((6, 3), name="series"), L.LSTM(5, return_sequences=True, name="lstm"),
+            L.Bidirectional(L.GRU(3, reset_after=True), name="bidirectional"), L.Dense(2, name="out")), x),
         "multi_io": (multi_io(), [x_float(4, 6, 3), x_float(4, 2, seed=1)]),
         "seq2seq": (seq2seq(), [x_float(4, 5, 3), x_float(4, 4, 2, seed=1)]),
         "custom_attention": (seq(L.Input((6, 3)), L.LSTM(4, return_sequences=True),

@@ -5,6 +5,7 @@ The corpus is written by tf-keras in a subprocess (legacy_corpus.py); tf-keras's
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -105,6 +106,22 @@ def test_legacy_files_served_over_grpc(corpus, start_server):
             assert_steps(model, model.name)
             metadata = client.metadata(model.name)
             assert list(metadata.compatibility_steps) == list(model.compatibility_steps)
+
+
+@pytest.mark.slow
+def test_inspect_reports_the_writer_the_layers_and_each_step(corpus):
+    """`lstmserve inspect` from the shell, as an operator checks a file before serving it."""
+    lstmserve = str(Path(sys.executable).with_name("lstmserve"))
+    result = subprocess.run([lstmserve, "inspect", str(corpus / "cudnn.h5"), "--json", "--no-xla"],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.loads(result.stdout)
+    assert report["written_by"] == "standalone Keras 2.2.4, tensorflow backend"
+    assert report["file_layers"] == ["InputLayer 'series'", "CuDNNLSTM 'lstm'",
+                                     "Bidirectional(CuDNNGRU) 'bidirectional'", "Dense 'out'"]
+    assert report["layers"] == ["LSTM 'lstm'", "Bidirectional 'bidirectional'", "Dense 'out'"]
+    assert report["compatibility_steps"] == list(load(corpus / "cudnn.h5").compatibility_steps)
+    assert any("CuDNNLSTM 'lstm' -> LSTM" in step for step in report["compatibility_steps"])
 
 
 def test_keras3_file_loads_with_no_steps(tmp_path):

@@ -126,7 +126,9 @@ def run_inspect(args: argparse.Namespace) -> int:
 
 
 def describe(model) -> dict:
-    """What `inspect` reports: the file, signature, heads, preparation and a prediction on zeros."""
+    """What `inspect` reports: the file and which Keras wrote it, its layers as written and as served,
+    signature, heads, preparation, compatibility steps and a prediction on zeros."""
+    from lstmserve.server.runtime.compat import file_layers, written_by
     from lstmserve.server.runtime.modes import Mode
     zeros = {spec.name: np.zeros([1] + [d or 1 for d in spec.shape[1:]], spec.dtype)
              for spec in model.preparation.raw_input_specs(model.inputs)}
@@ -135,6 +137,8 @@ def describe(model) -> dict:
         "file": str(model.file.path), "sha256": model.file.sha256,
         "size_bytes": model.file.size_bytes, "keras_version": model.file.keras_version,
         "backend": model.file.backend, "task": model.task,
+        "written_by": written_by(model.file.keras_version, model.file.backend),
+        "file_layers": file_layers(model.file.model_config),
         "layers": [f"{type(layer).__name__} '{layer.name}'" for layer in model.keras_model.layers],
         "inputs": [spec.describe() + f" '{spec.name}'" for spec in model.inputs],
         "outputs": [f"{h.spec.describe()} '{h.name}' activation={h.activation} "

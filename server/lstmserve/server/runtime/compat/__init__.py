@@ -30,3 +30,16 @@ def is_keras2(keras_version: str) -> bool:
     """Files without a readable major version predate Keras 3 (it always writes one)."""
     major = keras_version.split(".")[0]
     return not major.isdigit() or int(major) < 3
+
+
+def file_layers(model_config: dict) -> list[str]:
+    """The model-level layers as the file names them (CuDNNLSTM stays CuDNNLSTM), wrappers with
+    their inner class: what the writer built, before any compatibility step."""
+    config = model_config.get("config")
+    layers = config if isinstance(config, list) else (config or {}).get("layers", [])
+    described = []
+    for layer in layers:
+        inner = layer.get("config", {}).get("layer") if isinstance(layer.get("config"), dict) else None
+        wrapped = f"({inner['class_name']})" if isinstance(inner, dict) and "class_name" in inner else ""
+        described.append(f"{layer['class_name']}{wrapped} '{layer.get('config', {}).get('name', '?')}'")
+    return described
