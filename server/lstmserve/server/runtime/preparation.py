@@ -1,18 +1,28 @@
 """Data preparation that travels inside the model file: applied to raw inputs, inverted on outputs.
 
-The trainer fits it and the server applies it; both import this one module.
+The trainer fits it (`fit_preparation`) and the server applies it; both import this one module, so
+the arithmetic a model was trained on is, by construction, the arithmetic it is served with.
+
+Input steps run in order over every raw feature along the time axis: `log`, `difference` (which
+consumes `lag` observations, so clients send `timesteps + lag` raw rows), `standard` or `minmax`
+scaling. Output steps are the same steps restricted to the target; `restore` inverts them in reverse,
+taking the levels that differencing needs from the raw window the client sent.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 
-from lstmserve.server.runtime.errors import ModelLoadError
+from lstmserve.server.runtime.errors import InvalidInput, ModelLoadError
 from lstmserve.server.runtime.signature import TensorSpec
+
+KINDS = ("log", "difference", "standard", "minmax")
+SCALINGS = ("standard", "minmax", "none")
+MINMAX_RANGE = (-1.0, 1.0)
 
 
 @dataclass(frozen=True)
@@ -22,39 +32,187 @@ class Preparation:
     input_steps: tuple[dict[str, Any], ...] = ()
     output_steps: tuple[dict[str, Any], ...] = ()
     raw_features: tuple[str, ...] = ()
+    target: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def is_identity(self) -> bool:
         return not self.input_steps and not self.output_steps
 
+    @property
+    def lag(self) -> int:
+        """Raw observations the input steps consume before the model's first timestep."""
+        return sum(int(step["lag"]) for step in self.input_steps if step["kind"] == "difference")
+
     @classmethod
-    def from_metadata(cls, metadata: dict[str, Any] | None) -> "Preparation":
+    def from_metadata(cls, metadata: dict[str, Any] | None) -> Preparation:
+        """Read what `to_metadata` wrote; ModelLoadError names a step this server cannot apply."""
         if not metadata:
             return cls()
-        if metadata.get("input_steps") or metadata.get("output_steps"):
-            raise ModelLoadError("this server does not yet apply stored preparation steps")
-        return cls(raw_features=tuple(metadata.get("raw_features", ())))
+        known = ("input_steps", "output_steps", "raw_features", "target")
+        prep = cls(input_steps=tuple(metadata.get("input_steps", ())),
+                   output_steps=tuple(metadata.get("output_steps", ())),
+                   raw_features=tuple(metadata.get("raw_features", ())),
+                   target=metadata.get("target"),
+                   extra={k: v for k, v in metadata.items() if k not in known})
+        prep._check()
+        return prep
 
     def to_metadata(self) -> dict[str, Any]:
         return {"input_steps": list(self.input_steps), "output_steps": list(self.output_steps),
-                "raw_features": list(self.raw_features)}
+                "raw_features": list(self.raw_features), "target": self.target, **self.extra}
 
     def describe(self) -> str:
-        return "none" if self.is_identity else f"{len(self.input_steps)} input steps"
+        """One line: what a client sends, and what happens to it."""
+        if self.is_identity:
+            return "none"
+        text = f"send raw [{', '.join(self.raw_features)}]"
+        if "timesteps" in self.extra:
+            window = int(self.extra["timesteps"])
+            text = f"window of {window} steps: {text} x {window + self.lag} timesteps"
+        text += f"; inputs: {' -> '.join(_describe_step(s) for s in self.input_steps)}"
+        if self.output_steps:
+            inverse = " -> ".join(_describe_step(s) for s in reversed(self.output_steps))
+            text += f"; outputs in {self.target} units (inverting {inverse})"
+        return text
 
     def raw_input_specs(self, model_inputs: Sequence[TensorSpec]) -> list[TensorSpec]:
-        """What a client sends when it sends raw observations."""
-        return list(model_inputs)
+        """What a client sends when it sends raw observations: `lag` more timesteps than the model."""
+        if self.is_identity:
+            return list(model_inputs)
+        spec = model_inputs[0]
+        timesteps = spec.shape[1] + self.lag if spec.shape[1] is not None else None
+        return [TensorSpec(spec.name, spec.dtype, (spec.shape[0], timesteps, *spec.shape[2:]))]
 
     def raw_timesteps(self, model_inputs: Sequence[TensorSpec]) -> int | None:
         shape = model_inputs[0].shape if model_inputs else ()
-        return shape[1] if len(shape) == 3 else None
+        if len(shape) != 3 or shape[1] is None:
+            return None
+        return shape[1] + (0 if self.is_identity else self.lag)
 
     def prepare(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
-        """Raw observations -> the model's input space."""
-        return arrays
+        """Raw observations [batch, timesteps + lag, features] -> the model's input space."""
+        if self.is_identity:
+            return arrays
+        return [self.transform(arrays[0]).astype(arrays[0].dtype, copy=False), *arrays[1:]]
+
+    def transform(self, raw: np.ndarray) -> np.ndarray:
+        """Apply the input steps along the time axis (-2) of [..., time, features]; the trainer's path too."""
+        values = np.asarray(raw, dtype=np.float64)
+        for step in self.input_steps:
+            values = _forward(step, values)
+        return values
+
+    def transform_target(self, raw_target: np.ndarray) -> np.ndarray:
+        """The output steps applied to a raw target series [..., time] (for training labels)."""
+        values = np.asarray(raw_target, dtype=np.float64)[..., None]
+        for step in self.output_steps:
+            values = _forward(step, values)
+        return values[..., 0]
 
     def restore(self, outputs: list[np.ndarray], raw_inputs: list[np.ndarray]) -> list[np.ndarray]:
-        """Model outputs -> the client's units (raw inputs are needed to undo differencing)."""
-        return outputs
+        """Model outputs [batch, horizon] -> the target's units (the raw window undoes differencing)."""
+        if not self.output_steps:
+            return outputs
+        history = raw_inputs[0][..., self.raw_features.index(self.target)].astype(np.float64)
+        restored = self.inverse_target(outputs[0], history)
+        return [restored.astype(outputs[0].dtype, copy=False), *outputs[1:]]
+
+    def inverse_target(self, prepared: np.ndarray, raw_history: np.ndarray) -> np.ndarray:
+        """Invert the output steps on [batch, horizon], given each row's raw target history [batch, time]."""
+        histories = [raw_history[..., None]]
+        for step in self.output_steps[:-1]:
+            histories.append(_forward(step, histories[-1]))
+        values = np.asarray(prepared, dtype=np.float64)
+        for step, history in zip(reversed(self.output_steps), reversed(histories)):
+            values = _inverse(step, values, history[..., 0])
+        return values
+
+    def _check(self) -> None:
+        for step in (*self.input_steps, *self.output_steps):
+            if step.get("kind") not in KINDS:
+                raise ModelLoadError(
+                    f"preparation step kind {step.get('kind')!r} is unknown; this server applies {KINDS}")
+        if self.output_steps and self.target not in self.raw_features:
+            raise ModelLoadError(
+                f"preparation inverts outputs for target {self.target!r}, which is not among the raw "
+                f"features {list(self.raw_features)}")
+
+
+def fit_preparation(series: np.ndarray, features: Sequence[str], target: str | None = None, *,
+                    lags: Sequence[int] = (), scaling: str = "standard", log: bool = False) -> Preparation:
+    """Fit on training rows only ([rows, features]): log, then each difference lag, then scaling."""
+    if scaling not in SCALINGS:
+        raise ValueError(f"scaling is {scaling!r}; expected one of {SCALINGS}")
+    features = list(features)
+    steps: list[dict[str, Any]] = [{"kind": "log", "features": features}] if log else []
+    steps += [{"kind": "difference", "features": features, "lag": int(lag)} for lag in lags]
+    values = Preparation(input_steps=tuple(steps)).transform(series)
+    if scaling != "none":
+        steps.append(_fit_scaling(scaling, features, values))
+    prep = Preparation(input_steps=tuple(steps), raw_features=tuple(features), target=target)
+    if target is None:
+        return prep
+    index = features.index(target)
+    return replace(prep, output_steps=tuple(_restrict(step, index, target) for step in steps))
+
+
+def _fit_scaling(kind: str, features: list[str], values: np.ndarray) -> dict[str, Any]:
+    if kind == "standard":
+        std = values.std(axis=0)
+        return {"kind": kind, "features": features, "mean": values.mean(axis=0).tolist(),
+                "std": np.where(std > 0, std, 1.0).tolist()}
+    low, high = values.min(axis=0), values.max(axis=0)
+    return {"kind": kind, "features": features, "min": low.tolist(),
+            "max": np.where(high > low, high, low + 1.0).tolist(), "range": list(MINMAX_RANGE)}
+
+
+def _restrict(step: dict[str, Any], index: int, target: str) -> dict[str, Any]:
+    """The target's own copy of an input step (scalars picked out of per-feature lists)."""
+    return {key: ([value[index]] if isinstance(value, list) and key not in ("features", "range")
+                  else value) for key, value in step.items()} | {"features": [target]}
+
+
+def _forward(step: dict[str, Any], values: np.ndarray) -> np.ndarray:
+    kind = step["kind"]
+    if kind == "log":
+        if (values <= 0).any():
+            raise InvalidInput("raw inputs must be > 0: the model's preparation takes their logarithm; "
+                               f"received a minimum of {values.min():g}")
+        return np.log(values)
+    if kind == "difference":
+        lag = int(step["lag"])
+        return values[..., lag:, :] - values[..., :-lag, :]
+    if kind == "standard":
+        return (values - np.asarray(step["mean"])) / np.asarray(step["std"])
+    low, high = np.asarray(step["min"]), np.asarray(step["max"])
+    lo, hi = step["range"]
+    return (values - low) / (high - low) * (hi - lo) + lo
+
+
+def _inverse(step: dict[str, Any], values: np.ndarray, history: np.ndarray) -> np.ndarray:
+    """Undo one step on [batch, horizon]; `history` is the target's window in this step's input space."""
+    kind = step["kind"]
+    if kind == "log":
+        return np.exp(values)
+    if kind == "difference":
+        return _undifference(values, history, int(step["lag"]))
+    if kind == "standard":
+        return values * step["std"][0] + step["mean"][0]
+    lo, hi = step["range"]
+    return (values - lo) / (hi - lo) * (step["max"][0] - step["min"][0]) + step["min"][0]
+
+
+def _undifference(changes: np.ndarray, history: np.ndarray, lag: int) -> np.ndarray:
+    """level[h] = change[h] + level[h - lag], reaching back into the window, then into the forecast."""
+    levels = np.empty_like(changes)
+    for h in range(changes.shape[-1]):
+        base = history[..., h - lag] if h < lag else levels[..., h - lag]
+        levels[..., h] = changes[..., h] + base
+    return levels
+
+
+def _describe_step(step: dict[str, Any]) -> str:
+    if step["kind"] == "difference":
+        return f"difference lag {step['lag']}"
+    return {"log": "log", "standard": "standard scaling", "minmax": "min-max scaling"}[step["kind"]]
