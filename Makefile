@@ -9,7 +9,7 @@ PROTOS := $(wildcard protos/lstmserve/v1/*.proto)
 GENERATED := $(patsubst protos/%.proto,client/%_pb2.py,$(PROTOS))
 PYTEST_ARGS ?=
 
-.PHONY: setup serve test test-fast proto check-proto lint demo-models clean
+.PHONY: setup serve test test-fast proto check-proto lint demo-models airline-benchmark clean
 
 setup: $(STAMP) $(GENERATED)
 
@@ -48,6 +48,10 @@ test: setup
 
 test-fast: setup
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+
+# The trainer's quality bar on the airline series (prints RMSE next to persistence and seasonal naive).
+airline-benchmark: setup
+	$(BIN)/python -m lstmserve.trainer.benchmark
 
 lint: setup
 	$(BIN)/ruff check client server trainer tests

@@ -7,9 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from lstmserve.trainer.save import save_model
-
-import keras  # noqa: E402  (save set TensorFlow's log level first)
+# Keras through save: it sets TensorFlow's log level before TensorFlow loads.
+from lstmserve.trainer.save import keras, save_model
 
 SEED_PAIRS = [[0.0, 0.1], [0.1, 0.2], [0.2, 0.3], [0.3, 0.4], [0.4, 0.5]]
 CLASSIFIER_LABELS = ["falling", "flat", "rising"]
