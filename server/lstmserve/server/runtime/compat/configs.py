@@ -152,6 +152,10 @@ def cudnn_as_native(t: Translation) -> None:
     touched = []
     for owner, node in _layers_with_owner(t.config):
         if node["class_name"] in CUDNN_AS_NATIVE:
+            if owner not in (node["config"].get("name"), *_wrapper_names(t.config, node)):
+                # The weight converter reads whole (kernel, recurrent, bias) groups of one layer.
+                raise ModelLoadError(f"{_name(node)} sits inside the nested model '{owner}'; "
+                                     "lstmserve converts CuDNN weights of top-level layers only")
             native, fixed = CUDNN_AS_NATIVE[node["class_name"]]
             t.weight_layouts[owner] = node["class_name"]
             touched.append(f"{_name(node)} -> {native}")
@@ -166,6 +170,11 @@ def _layers_with_owner(config: dict[str, Any]) -> Iterator[tuple[str, dict[str, 
         owner = layer["config"].get("name", "")
         for node in layer_nodes(layer):
             yield owner, node
+
+
+def _wrapper_names(config: dict[str, Any], inner: dict[str, Any]) -> list[str]:
+    return [layer["config"].get("name", "") for layer in _model_layers(config)
+            if layer["class_name"] in WRAPPERS and layer["config"].get("layer") is inner]
 
 
 def _model_layers(config: dict[str, Any]) -> list[dict[str, Any]]:
