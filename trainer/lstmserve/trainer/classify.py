@@ -44,15 +44,16 @@ class ClassValidation:
 
 
 def load_sequences(table: Table, label: str, group: str | None = None,
-                   features: list[str] | None = None) -> Sequences:
+                   features: list[str] | None = None, ignore: str | None = None) -> Sequences:
     """Long format (one row per timestep, a group column) or wide (one row per sequence, one feature)."""
     labels_column = table.column(label, "label")
     if group is None:
-        features = features or [c for c in table.columns if c not in (label, date_column(table))]
+        skip = (label, ignore or date_column(table))
+        features = features or [c for c in table.columns if c not in skip]
         X = table.numeric(features, "timestep")[..., None]
         y, labels = encode_labels(labels_column, f"{table.name} column '{label}'")
         return Sequences(table.name, X, y, labels, ["value"])
-    features = features or [c for c in table.columns if c not in (label, group)]
+    features = features or [c for c in table.columns if c not in (label, group, ignore)]
     values = table.numeric(features, "feature")
     groups = table.column(group, "group")
     order = list(dict.fromkeys(groups))

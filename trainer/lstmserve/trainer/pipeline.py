@@ -103,7 +103,7 @@ def _forecasting(options: Options, table) -> dict[str, Any]:
 
 
 def _classification(options: Options, table) -> dict[str, Any]:
-    seqs = classify.load_sequences(table, options.label, options.group, options.features)
+    seqs = classify.load_sequences(table, options.label, options.group, options.features, options.date)
     recipe = _recipe(options, classify.RECIPE)
     report = _data_report(table, seqs.features, len(table.rows)) | {
         "task": "classification", "label": options.label, "labels": seqs.labels, "sequences": len(seqs.y),
