@@ -8,6 +8,7 @@ The worker thread keeps model work off the RPC threads, so health and metadata s
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 import time
@@ -64,22 +65,37 @@ class BatchStats:
 
 
 class _Pending:
-    """One caller's request; `done` is held until the worker has its answer (cheapest one-shot signal)."""
+    """One caller's request. A thread waits on `done` (held until answered: the cheapest one-shot
+    signal); a coroutine awaits `future`, settled on its own event loop."""
 
-    __slots__ = ("arrays", "rows", "key", "outputs", "error", "done")
+    __slots__ = ("arrays", "rows", "key", "outputs", "error", "done", "loop", "future")
 
-    def __init__(self, arrays: Sequence[np.ndarray]) -> None:
+    def __init__(self, arrays: Sequence[np.ndarray], loop: asyncio.AbstractEventLoop | None = None) -> None:
         self.arrays = arrays
         self.rows = arrays[0].shape[0]
         self.key = tuple((a.shape[1:], a.dtype.str) for a in arrays)
         self.outputs: list[np.ndarray] | None = None
         self.error: Exception | None = None
-        self.done = threading.Lock()
-        self.done.acquire()
+        self.loop = loop
+        if loop is None:
+            self.done = threading.Lock()
+            self.done.acquire()
+        else:
+            self.future = loop.create_future()
 
     def finish(self, outputs: list[np.ndarray] | None, error: Exception | None = None) -> None:
         self.outputs, self.error = outputs, error
-        self.done.release()
+        if self.loop is None:
+            self.done.release()
+
+    def settle(self) -> None:
+        """On the caller's loop: hand the answer to the awaiting coroutine (unless it gave up)."""
+        if self.future.done():
+            return
+        if self.error is not None:
+            self.future.set_exception(self.error)
+        else:
+            self.future.set_result(self.outputs)
 
 
 class Batcher:
@@ -98,7 +114,18 @@ class Batcher:
 
     def run(self, arrays: Sequence[np.ndarray]) -> list[np.ndarray]:
         """Outputs for exactly these rows, computed in a batch with whatever else is queued."""
-        pending = _Pending(arrays)
+        pending = self._enqueue(_Pending(arrays))
+        pending.done.acquire()
+        if pending.error is not None:
+            raise pending.error
+        return pending.outputs
+
+    async def run_async(self, arrays: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """`run` for coroutines: the event loop is woken once per batch, not once per request."""
+        pending = self._enqueue(_Pending(arrays, asyncio.get_running_loop()))
+        return await pending.future
+
+    def _enqueue(self, pending: _Pending) -> _Pending:
         with self._ready:
             if self._closed:
                 raise ModelNotReady(f"model '{self.name}' is shutting down; retry on another server")
@@ -108,10 +135,7 @@ class Batcher:
                                  f"(capacity {self.config.queue_capacity}); retry with backoff")
             self._queue.append(pending)
             self._ready.notify()
-        pending.done.acquire()
-        if pending.error is not None:
-            raise pending.error
-        return pending.outputs
+        return pending
 
     def stats(self) -> BatchStats:
         return self._stats.snapshot()
@@ -130,6 +154,7 @@ class Batcher:
                 return
             for group in _group(taken, self.config.max_batch):
                 self._run_group(group)
+                _settle_on_loops(group)
 
     def _take(self) -> list[_Pending] | None:
         """Everything queued once the first request has waited max_delay (or the batch is full)."""
@@ -191,6 +216,23 @@ class Batcher:
         pending.finish(None, ModelFailed(
             f"model '{self.name}' failed to run inputs of shape {shapes}; "
             f"see the server log (incident {incident})"))
+
+
+def _settle_on_loops(group: list[_Pending]) -> None:
+    by_loop: dict[asyncio.AbstractEventLoop, list[_Pending]] = {}
+    for pending in group:
+        if pending.loop is not None:
+            by_loop.setdefault(pending.loop, []).append(pending)
+    for loop, answered in by_loop.items():
+        try:
+            loop.call_soon_threadsafe(_settle_all, answered)
+        except RuntimeError:  # the caller's loop has closed: nobody is waiting any more
+            log.debug("dropped %d answers for a closed event loop", len(answered))
+
+
+def _settle_all(answered: list[_Pending]) -> None:
+    for pending in answered:
+        pending.settle()
 
 
 def _group(taken: list[_Pending], max_batch: int) -> list[list[_Pending]]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -59,13 +60,31 @@ class LoadedModel:
     def predict(self, inputs: Mapping[str, np.ndarray], mode: Mode,
                 prepared: bool = False) -> Prediction:
         """Check, prepare, run and shape one request; domain errors name what is wrong."""
+        raw, arrays, model_arrays = self._check(inputs, mode, prepared)
+        return self._finish(self.executor.run(model_arrays), arrays, raw, mode)
+
+    async def predict_async(self, inputs: Mapping[str, np.ndarray], mode: Mode,
+                            prepared: bool = False) -> Prediction:
+        """`predict` for an event loop: the model runs on the batcher's thread, never on the loop."""
+        raw, arrays, model_arrays = self._check(inputs, mode, prepared)
+        run_async = getattr(self.executor, "run_async", None)
+        if run_async is not None:
+            outputs = await run_async(model_arrays)
+        else:
+            outputs = await asyncio.to_thread(self.executor.run, model_arrays)
+        return self._finish(outputs, arrays, raw, mode)
+
+    def _check(self, inputs: Mapping[str, np.ndarray], mode: Mode, prepared: bool):
+        """Everything that can reject a request, done before it joins any queue."""
         for head in self.heads:
             head.require(mode, self.name)
         raw = not prepared and not self.preparation.is_identity
         specs = self.preparation.raw_input_specs(self.inputs) if raw else self.inputs
         arrays = bind_inputs(specs, inputs, self.name)
-        model_arrays = self.preparation.prepare(arrays) if raw else arrays
-        outputs = self.executor.run(model_arrays)
+        return raw, arrays, self.preparation.prepare(arrays) if raw else arrays
+
+    def _finish(self, outputs: list[np.ndarray], arrays: list[np.ndarray], raw: bool,
+                mode: Mode) -> Prediction:
         if raw and mode is Mode.VALUES:
             outputs = self.preparation.restore(outputs, arrays)
         return self._shape(outputs, mode)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 from collections.abc import Callable, Sequence
@@ -32,26 +33,59 @@ MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 
 @dataclass
 class RunningServer:
-    server: grpc.Server
+    """A grpc.aio server running on its own event-loop thread, driven from ordinary threads."""
+
+    server: grpc.aio.Server
     port: int
     registry: ModelRegistry
-    health: health.HealthServicer
+    health: health.aio.HealthServicer
+    loop: asyncio.AbstractEventLoop
+    thread: threading.Thread
 
     def set_serving(self, serving: bool) -> None:
         status = (health_pb2.HealthCheckResponse.SERVING if serving
                   else health_pb2.HealthCheckResponse.NOT_SERVING)
         for service in ("", SERVICE_NAME):
-            self.health.set(service, status)
+            self._call(self.health.set(service, status))
 
     def stop(self, grace: float | None = None) -> None:
+        if self.loop.is_closed():
+            return
         self.set_serving(False)
-        self.server.stop(grace).wait()
+        self._call(self.server.stop(grace), timeout=(grace or 0) + 30)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(timeout=30)
+        self.loop.close()
+
+    def _call(self, coroutine, timeout: float = 30):
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout)
 
 
 def create_server(registry: ModelRegistry, address: str = "127.0.0.1:0",
                   workers: int = 32) -> RunningServer:
-    """A started server on `address` (port 0 picks a free port), NOT_SERVING until told otherwise."""
-    server = grpc.server(
+    """A started server on `address` (port 0 picks a free port), NOT_SERVING until told otherwise.
+
+    One event loop answers every call (no thread per call, so no contention for the interpreter lock
+    between calls); models run on their batchers' threads. `workers` threads serve any handler that
+    is not a coroutine.
+    """
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, name="grpc-loop", daemon=True)
+    thread.start()
+    try:
+        server, port, health_servicer = asyncio.run_coroutine_threadsafe(
+            _start(registry, address, workers), loop).result(60)
+    except BaseException:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout=30)
+        raise
+    running = RunningServer(server, port, registry, health_servicer, loop, thread)
+    running.set_serving(False)
+    return running
+
+
+async def _start(registry: ModelRegistry, address: str, workers: int):
+    server = grpc.aio.server(
         futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="rpc"),
         interceptors=[ErrorInterceptor()],
         options=[("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
@@ -60,19 +94,19 @@ def create_server(registry: ModelRegistry, address: str = "127.0.0.1:0",
     )
     pb_grpc.add_PredictionServiceServicer_to_server(PredictionServicer(registry), server)
     spb_grpc.add_StatsServiceServicer_to_server(StatsServicer(registry), server)
-    # Health answers from its own small pool-independent state, so it stays fast under load.
-    health_servicer = health.HealthServicer(experimental_non_blocking=True)
+    health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
         (SERVICE_NAME, STATS_SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
          reflection.SERVICE_NAME), server)
-    port = server.add_insecure_port(address)
+    try:
+        port = server.add_insecure_port(address)
+    except RuntimeError as error:  # grpc.aio raises where the sync server returned 0
+        raise OSError(f"cannot listen on {address}") from error
     if port == 0:
         raise OSError(f"cannot listen on {address}")
-    server.start()
-    running = RunningServer(server, port, registry, health_servicer)
-    running.set_serving(False)
-    return running
+    await server.start()
+    return server, port, health_servicer
 
 
 def load_in_background(running: RunningServer, names: Sequence[str],

@@ -1,4 +1,8 @@
-"""PredictionService: decode, call the runtime, encode. No model logic lives here."""
+"""PredictionService: decode, call the runtime, encode. No model logic lives here.
+
+Handlers are coroutines on the server's event loop: the model itself runs on its batcher's thread,
+so the loop only decodes, checks and encodes, and stays free for health and metadata calls.
+"""
 
 from __future__ import annotations
 
@@ -12,19 +16,19 @@ class PredictionServicer(pb_grpc.PredictionServiceServicer):
     def __init__(self, registry: ModelRegistry) -> None:
         self.registry = registry
 
-    def Predict(self, request: pb.PredictRequest, context) -> pb.PredictResponse:
+    async def Predict(self, request: pb.PredictRequest, context) -> pb.PredictResponse:
         model = self.registry.get(request.model.name, request.model.version)
         mode = converters.mode_from_wire(request.mode)
         inputs = converters.inputs_from_wire(request)
-        prediction = model.predict(inputs, mode, prepared=request.prepared)
+        prediction = await model.predict_async(inputs, mode, prepared=request.prepared)
         return converters.prediction_to_wire(model, prediction)
 
-    def GetModelMetadata(self, request: pb.GetModelMetadataRequest,
+    async def GetModelMetadata(self, request: pb.GetModelMetadataRequest,
                          context) -> pb.GetModelMetadataResponse:
         model = self.registry.get(request.model.name, request.model.version)
         return pb.GetModelMetadataResponse(metadata=converters.metadata_to_wire(model))
 
-    def ListModels(self, request: pb.ListModelsRequest, context) -> pb.ListModelsResponse:
+    async def ListModels(self, request: pb.ListModelsRequest, context) -> pb.ListModelsResponse:
         return pb.ListModelsResponse(
             models=[converters.metadata_to_wire(model) for model in self.registry.all()]
         )

@@ -13,7 +13,7 @@ class StatsServicer(spb_grpc.StatsServiceServicer):
     def __init__(self, registry: ModelRegistry) -> None:
         self.registry = registry
 
-    def GetModelStats(self, request: spb.GetModelStatsRequest, context) -> spb.GetModelStatsResponse:
+    async def GetModelStats(self, request: spb.GetModelStatsRequest, context) -> spb.GetModelStatsResponse:
         if request.model.name:
             models = [self.registry.get(request.model.name, request.model.version)]
         else:
