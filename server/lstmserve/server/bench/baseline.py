@@ -1,0 +1,51 @@
+"""In-process baselines: the compiled model called directly, with the server's thread budget and buckets.
+
+Run as a separate process (`python -m lstmserve.server.bench.baseline MODEL.h5`) so its TensorFlow
+threads see the same environment as the server's, and prints one JSON object.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import numpy as np  # noqa: E402
+
+
+def measure(path: str, window_s: float, repeats: int) -> dict:
+    """Per bucket: the best window's mean call time; at batch 1 also the call-latency percentiles."""
+    from lstmserve.server.runtime.model import load_model
+    model = load_model(path, "baseline", batching=None)
+    runner = model.executor
+    shape = [d or 1 for d in model.inputs[0].shape[1:]]
+    per_batch = {}
+    for batch in runner.buckets:
+        x = np.random.default_rng(0).normal(size=(batch, *shape)).astype(np.float32)
+        calls = [_window([x], runner, window_s) for _ in range(repeats)]
+        best = min(calls, key=np.mean)
+        per_batch[batch] = {"samples_per_s": batch / float(np.mean(best)),
+                            "p50_ms": float(np.median(best)) * 1e3, "min_ms": float(np.min(best)) * 1e3}
+    top = max(per_batch, key=lambda b: per_batch[b]["samples_per_s"])
+    return {"batch1_p50_ms": per_batch[1]["p50_ms"], "batch1_min_ms": per_batch[1]["min_ms"],
+            "best_samples_per_s": per_batch[top]["samples_per_s"], "best_batch": top,
+            "per_batch": per_batch, "xla": runner.jit_compile}
+
+
+def _window(arrays, runner, window_s: float) -> list[float]:
+    times, end = [], time.perf_counter() + window_s
+    while True:
+        started = time.perf_counter()
+        runner.run(arrays)
+        now = time.perf_counter()
+        times.append(now - started)
+        if now > end:
+            return times
+
+
+if __name__ == "__main__":
+    window, repeats = float(sys.argv[2]), int(sys.argv[3])
+    print(json.dumps(measure(sys.argv[1], window, repeats)))

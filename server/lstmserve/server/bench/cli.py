@@ -1,0 +1,128 @@
+"""`lstmserve bench`: one run that measures the server and, beside it, the limits it is judged against.
+
+For each model: (a) the compiled model in-process (its best latency and samples/s), (b) a bare gRPC
+server answering with a canned response of the same size, (c) the real server as a separate process.
+The load generator sweeps concurrency against (b) and (c) interleaved, level by level.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+from pathlib import Path
+
+LEVELS = (1, 2, 4, 8, 16, 32, 64)
+QUICK = {"levels": [1, 4], "window": 0.2, "stable_windows": 2, "max_windows": 3,
+         "baseline_window": 0.05, "baseline_repeats": 2}
+FULL = {"levels": list(LEVELS), "window": 1.0, "stable_windows": 3, "max_windows": 8,
+        "baseline_window": 0.5, "baseline_repeats": 5}
+
+
+def register_bench(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser("bench", help="measure the server against the transport and model limits",
+                                 description=__doc__)
+    parser.add_argument("--out", type=Path, default=Path("bench-results"), help="where JSON and PNG go")
+    parser.add_argument("--models", nargs="+", choices=("seed", "heavy"), default=["seed", "heavy"])
+    parser.add_argument("--quick", action="store_true", help="two short levels: a smoke test, not a measure")
+    parser.add_argument("--levels", type=int, nargs="+", help=f"concurrency levels (default {LEVELS})")
+    parser.add_argument("--heavy-rows", type=int, default=16,
+                        help="rows per request for the heavy model (the seed sends 1)")
+    parser.add_argument("--workers", type=int, default=32, help="gRPC threads of both servers")
+    parser.add_argument("--max-batch", type=int, default=64)
+    parser.add_argument("--max-delay-ms", type=float, default=0.0)
+    parser.add_argument("--tf-threads", type=int,
+                        help="TensorFlow intra-op threads for the server and the baseline alike")
+    parser.set_defaults(run=run_bench)
+
+
+def run_bench(args: argparse.Namespace) -> int:
+    from lstmserve.server.bench import report
+    settings = {**(QUICK if args.quick else FULL), "workers": args.workers, "max_batch": args.max_batch,
+                "max_delay_ms": args.max_delay_ms, "tf_threads": args.tf_threads, "quick": args.quick}
+    if args.levels:
+        settings["levels"] = args.levels
+    args.out.mkdir(parents=True, exist_ok=True)
+    results = {"machine": _machine(), "settings": settings, "models": {}}
+    env = _child_env(args.tf_threads)
+    try:
+        paths = _build_models(args.models, args.out / "models", env)
+        for name in args.models:
+            rows = 1 if name == "seed" else args.heavy_rows
+            result = _bench_model(name, paths[name], rows, settings, env, args.out)
+            result["verdicts"] = report.evaluate(name, result)
+            results["models"][name] = result
+            print(report.table(name, result), flush=True)
+    except (RuntimeError, TimeoutError, OSError) as error:
+        print(f"lstmserve bench: {error}", file=sys.stderr)
+        return 1
+    return _write(results, args.out)
+
+
+def _write(results: dict, out: Path) -> int:
+    from lstmserve.server.bench import report
+    (out / "bench.json").write_text(json.dumps(results, indent=2))
+    png = report.plot(results, out / "bench.png")
+    print(f"wrote {out / 'bench.json'}" + (f" and {png}" if png else " (no matplotlib: no plot)"))
+    return 0
+
+
+def _bench_model(name: str, path: Path, rows: int, settings: dict, env: dict, out: Path) -> dict:
+    from lstmserve.server.bench import processes, wire
+    print(f"[{name}] in-process baseline ...", flush=True)
+    baseline = processes.run_json(
+        processes.python("lstmserve.server.bench.baseline", str(path), str(settings["baseline_window"]),
+                         str(settings["baseline_repeats"])), env, timeout=900)
+    result = {"rows_per_request": rows, "baseline": baseline, "floor": [], "server": []}
+    request = wire.write_request(name, path, rows, out / f"{name}.request.bin")
+    options = ["--workers", str(settings["workers"]), "--max-batch", str(settings["max_batch"]),
+               "--max-delay-ms", str(settings["max_delay_ms"])]
+    print(f"[{name}] starting the server (loads and compiles every bucket) ...", flush=True)
+    with processes.real_server(name, path, options, env, out / f"{name}.server.log") as server:
+        response = wire.capture_response(server, request, out / f"{name}.response.bin")
+        with processes.floor_server(response, settings["workers"], env) as floor:
+            processes.load_levels(_load_command(name, rows, request, server, floor, settings), env,
+                                  timeout=120 * len(settings["levels"]) + 60,
+                                  on_line=lambda line: _record(name, result, line))
+    return result
+
+
+def _load_command(name, rows, request, server, floor, settings) -> list[str]:
+    from lstmserve.server.bench.processes import python
+    return python("lstmserve.server.bench.load", "--target", f"floor={floor}", "--target", f"server={server}",
+                  "--request", str(request), "--model", name, "--rows", str(rows),
+                  "--levels", *map(str, settings["levels"]), "--window", str(settings["window"]),
+                  "--stable-windows", str(settings["stable_windows"]),
+                  "--max-windows", str(settings["max_windows"]))
+
+
+def _record(name: str, result: dict, line: dict) -> None:
+    result[line.pop("target")].append(line)
+    print(f"[{name}] {'server' if 'batches' in line else 'floor ':6} c={line['concurrency']:<3} "
+          f"{line['requests_per_s']:8.0f} req/s  p50 {line['p50_ms']:.2f} ms  p99 {line['p99_ms']:.2f} ms",
+          flush=True)
+
+
+def _build_models(names: list[str], folder: Path, env: dict) -> dict[str, Path]:
+    import subprocess
+
+    from lstmserve.server.bench.processes import python
+    subprocess.run(python("lstmserve.server.bench.models", str(folder), *names), env=env, check=True,
+                   capture_output=True, timeout=600)
+    return {name: folder / f"{name}.h5" for name in names}
+
+
+def _child_env(tf_threads: int | None) -> dict:
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    if tf_threads:
+        env["TF_NUM_INTRAOP_THREADS"] = str(tf_threads)
+        env["TF_NUM_INTEROP_THREADS"] = str(tf_threads)
+    return env
+
+
+def _machine() -> dict:
+    from importlib.metadata import version
+    return {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
+            "grpcio": version("grpcio"), "tensorflow": version("tensorflow")}

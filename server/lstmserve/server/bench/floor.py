@@ -1,0 +1,49 @@
+"""The transport floor: a gRPC server of the same kind as lstmserve's answering with a canned response.
+
+It parses each request as the real server does and returns a response of the real size, with no
+model, no validation and no batching: what any Python gRPC server pays before doing work.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from concurrent import futures
+
+import grpc
+
+from lstmserve.v1 import prediction_service_pb2 as pb
+from lstmserve.v1 import prediction_service_pb2_grpc as pb_grpc
+
+
+class CannedServicer(pb_grpc.PredictionServiceServicer):
+    def __init__(self, response: pb.PredictResponse) -> None:
+        self.response = response
+
+    async def Predict(self, request: pb.PredictRequest, context) -> pb.PredictResponse:
+        return self.response
+
+
+async def serve(response_path: str, workers: int) -> None:
+    with open(response_path, "rb") as f:
+        response = pb.PredictResponse.FromString(f.read())
+    # The same construction as transport/server.py (grpc.aio, coroutine handlers), minus
+    # everything that is not transport.
+    server = grpc.aio.server(futures.ThreadPoolExecutor(max_workers=workers),
+                             options=[("grpc.so_reuseport", 0)])
+    pb_grpc.add_PredictionServiceServicer_to_server(CannedServicer(response), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    print(port, flush=True)
+    # Runs until the benchmark closes our stdin (or dies).
+    await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
+    await server.stop(None)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser()
+    parser.add_argument("response")
+    parser.add_argument("--workers", type=int, default=32)
+    args = parser.parse_args()
+    asyncio.run(serve(args.response, args.workers))

@@ -1,0 +1,141 @@
+"""Closed-loop load generator: C callers each send a pre-serialized request as soon as the last returns.
+
+Runs as its own process on grpc.aio, so it never shares the server's interpreter lock; requests are
+serialized once and responses are not parsed, so each call costs the generator as little as gRPC
+allows. Each level runs in windows until the last few agree, then reports one JSON line per level.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+from collections import Counter
+
+import grpc
+import numpy as np
+
+from lstmserve.v1 import stats_pb2 as spb
+
+PREDICT = "/lstmserve.v1.PredictionService/Predict"
+STATS = "/lstmserve.v1.StatsService/GetModelStats"
+
+
+class Level:
+    """Latencies of the current window, swapped out by the clock."""
+
+    def __init__(self) -> None:
+        self.current: list[float] = []
+        self.errors: Counter = Counter()
+        self.running = True
+
+
+async def caller(call, payload: bytes, level: Level) -> None:
+    while level.running:
+        started = time.perf_counter()
+        try:
+            await call(payload, timeout=30)
+        except grpc.aio.AioRpcError as error:
+            level.errors[error.code().name] += 1
+            continue
+        level.current.append(time.perf_counter() - started)
+
+
+async def run_level(channel, payload: bytes, concurrency: int, args) -> dict:
+    call = channel.unary_unary(PREDICT)  # bytes in, bytes out: no (de)serialization here
+    level = Level()
+    tasks = [asyncio.create_task(caller(call, payload, level)) for _ in range(concurrency)]
+    await asyncio.sleep(args.window)  # warm-up window, discarded
+    windows, stable = await _windows_until_stable(level, args)
+    level.running = False
+    await asyncio.gather(*tasks)
+    return {**_summary(concurrency, windows[-args.stable_windows:], args.rows),
+            "errors": dict(level.errors), "windows": len(windows), "stable": stable}
+
+
+async def _windows_until_stable(level: Level, args) -> tuple[list, bool]:
+    """(seconds, latencies, generator cpu seconds) per window, and whether the last few agreed."""
+    windows = []
+    while len(windows) < args.max_windows:
+        level.current = []
+        started, cpu = time.perf_counter(), time.process_time()
+        await asyncio.sleep(args.window)
+        windows.append((time.perf_counter() - started, level.current, time.process_time() - cpu))
+        if len(windows) >= args.stable_windows and _stable(windows[-args.stable_windows:], args.tolerance):
+            return windows, True
+    return windows, False
+
+
+def _stable(windows, tolerance: float) -> bool:
+    rates = [len(latencies) / seconds for seconds, latencies, _ in windows]
+    return (max(rates) - min(rates)) <= tolerance * float(np.median(rates))
+
+
+def _summary(concurrency: int, kept: list, rows: int) -> dict:
+    seconds = sum(w[0] for w in kept)
+    latencies = np.concatenate([w[1] for w in kept]) * 1e3
+    p50, p90, p99 = np.percentile(latencies, [50, 90, 99]) if latencies.size else (0.0, 0.0, 0.0)
+    requests = latencies.size / seconds
+    return {"concurrency": concurrency, "requests_per_s": requests, "samples_per_s": requests * rows,
+            "p50_ms": float(p50), "p90_ms": float(p90), "p99_ms": float(p99),
+            "generator_cpu": sum(w[2] for w in kept) / seconds}
+
+
+async def read_stats(channel, model: str) -> dict:
+    request = spb.GetModelStatsRequest(model={"name": model})
+    call = channel.unary_unary(STATS, request_serializer=spb.GetModelStatsRequest.SerializeToString,
+                               response_deserializer=spb.GetModelStatsResponse.FromString)
+    (stats,) = (await call(request, timeout=10)).models
+    return {"requests": stats.requests, "rows": stats.rows, "batches": stats.batches,
+            "sizes": {c.rows: c.batches for c in stats.batch_sizes}}
+
+
+def batch_sizes(before: dict, after: dict) -> dict:
+    """Batches the server ran during one level: count, mean and max rows, and the histogram."""
+    sizes = {rows: n - before["sizes"].get(rows, 0) for rows, n in after["sizes"].items()}
+    sizes = {rows: n for rows, n in sorted(sizes.items()) if n > 0}
+    batches = after["batches"] - before["batches"]
+    mean = (after["rows"] - before["rows"]) / batches if batches else 0.0
+    return {"batches": batches, "mean_rows": mean, "max_rows": max(sizes, default=0), "histogram": sizes}
+
+
+async def main(args) -> None:
+    with open(args.request, "rb") as f:
+        payload = f.read()
+    targets = dict(t.split("=", 1) for t in args.target)
+    channels = {name: grpc.aio.insecure_channel(address) for name, address in targets.items()}
+    for concurrency in args.levels:
+        for name, channel in channels.items():  # interleaved, so drift hits every target alike
+            result = await _measured_level(name, channel, payload, concurrency, args)
+            print(json.dumps(result), flush=True)
+    for channel in channels.values():
+        await channel.close()
+
+
+async def _measured_level(name: str, channel, payload: bytes, concurrency: int, args) -> dict:
+    counted = name == "server"
+    before = await read_stats(channel, args.model) if counted else None
+    result = await run_level(channel, payload, concurrency, args)
+    if counted:
+        result["batches"] = batch_sizes(before, await read_stats(channel, args.model))
+    return {"target": name, **result}
+
+
+def parse(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--target", action="append", required=True, metavar="NAME=HOST:PORT")
+    parser.add_argument("--request", required=True, help="file holding one serialized PredictRequest")
+    parser.add_argument("--model", required=True)
+    parser.add_argument("--rows", type=int, default=1)
+    parser.add_argument("--levels", type=int, nargs="+", default=[1, 2, 4, 8, 16, 32, 64])
+    parser.add_argument("--window", type=float, default=1.0)
+    parser.add_argument("--stable-windows", type=int, default=3)
+    parser.add_argument("--max-windows", type=int, default=8)
+    parser.add_argument("--tolerance", type=float, default=0.1)
+    return parser.parse_args(argv)
+
+
+if __name__ == "__main__":
+    asyncio.run(main(parse(sys.argv[1:])))

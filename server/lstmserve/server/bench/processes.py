@@ -1,0 +1,114 @@
+"""The benchmark's child processes: the real server, the transport floor, the baseline, the load generator.
+
+Every child is started here, on 127.0.0.1 only, and stopped by its own handle, with a deadline on
+every wait, so a failed run never leaves a server behind.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+START_TIMEOUT_S = 300  # loading and warming every bucket of the heavy model takes a while on 2 cores
+
+
+def python(module: str, *args: str) -> list[str]:
+    return [sys.executable, "-m", module, *args]
+
+
+def run_json(command: list[str], env: dict, timeout: float) -> dict:
+    """Run a child that prints one JSON object on its last stdout line."""
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout)
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(command[2:4])} failed:\n{done.stderr[-2000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+@contextmanager
+def real_server(model: str, path: Path, options: list[str], env: dict, log: Path) -> Iterator[str]:
+    """`lstmserve serve` on a free port; yields its address once health says SERVING."""
+    command = python("lstmserve.client.cli", "serve", "--model", f"{model}={path}",
+                     "--host", "127.0.0.1", "--port", "0", *options)
+    with open(log, "w") as sink:
+        child = subprocess.Popen(command, env=env, stdout=sink, stderr=subprocess.STDOUT)
+        try:
+            address = _wait_for(lambda: _listening(log), child, "the server to listen")
+            _wait_for(lambda: _serving(address), child, "the server to report SERVING")
+            yield address
+        finally:
+            _stop(child)
+
+
+@contextmanager
+def floor_server(response: Path, workers: int, env: dict) -> Iterator[str]:
+    """The transport floor on a free port; it runs until its stdin closes."""
+    command = python("lstmserve.server.bench.floor", str(response), "--workers", str(workers))
+    child = subprocess.Popen(command, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        port = child.stdout.readline().strip()
+        if not port.isdigit():
+            raise RuntimeError("the transport floor server did not start")
+        yield f"127.0.0.1:{port}"
+    finally:
+        child.stdin.close()
+        _stop(child)
+
+
+def load_levels(command: list[str], env: dict, timeout: float, on_line: Callable[[dict], None]) -> None:
+    """Run the load generator, handing each level's JSON line over as it arrives."""
+    child = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + timeout
+    try:
+        for line in child.stdout:
+            on_line(json.loads(line))
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"load generator still running after {timeout:.0f} s")
+        if child.wait(timeout=30) != 0:
+            raise RuntimeError("load generator failed (see its output above)")
+    finally:
+        _stop(child)
+
+
+def _wait_for(probe: Callable[[], object], child: subprocess.Popen, what: str):
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if child.poll() is not None:
+            raise RuntimeError(f"gave up waiting for {what}: it exited with {child.returncode}")
+        found = probe()
+        if found:
+            return found
+        time.sleep(0.1)
+    raise TimeoutError(f"gave up waiting for {what} after {START_TIMEOUT_S} s")
+
+
+def _listening(log: Path) -> str | None:
+    match = re.search(r"listening on (127\.0\.0\.1:\d+)", log.read_text())
+    return match.group(1) if match else None
+
+
+def _serving(address: str) -> bool:
+    with grpc.insecure_channel(address) as channel:
+        try:
+            reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=2)
+        except grpc.RpcError:
+            return False
+    return reply.status == health_pb2.HealthCheckResponse.SERVING
+
+
+def _stop(child: subprocess.Popen) -> None:
+    if child.poll() is None:
+        child.terminate()
+        try:
+            child.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait(timeout=15)
