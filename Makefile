@@ -9,7 +9,7 @@ PROTOS := $(wildcard protos/lstmserve/v1/*.proto)
 GENERATED := $(patsubst protos/%.proto,client/%_pb2.py,$(PROTOS))
 PYTEST_ARGS ?=
 
-.PHONY: setup serve test test-fast proto check-proto lint demo-models airline-benchmark clean
+.PHONY: setup serve test test-fast proto check-proto lint demo-models airline-benchmark bench clean
 
 setup: $(STAMP) $(GENERATED)
 
@@ -52,6 +52,10 @@ test-fast: setup
 # The trainer's quality bar on the airline series (prints RMSE next to persistence and seasonal naive).
 airline-benchmark: setup
 	$(BIN)/python -m lstmserve.trainer.benchmark
+
+# The server against its limits (bare gRPC, the model in-process); JSON and PNG in bench-results/.
+bench: setup
+	$(BIN)/lstmserve bench --out bench-results $(BENCH_ARGS)
 
 lint: setup
 	$(BIN)/ruff check client server trainer tests

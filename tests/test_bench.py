@@ -1,0 +1,30 @@
+"""`lstmserve bench --quick` runs end to end and writes a result the README's numbers can come from."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+
+def test_quick_bench_writes_json_table_and_plot(tmp_path):
+    done = subprocess.run(
+        [sys.executable, "-m", "lstmserve.client.cli", "bench", "--quick", "--models", "seed",
+         "--levels", "1", "4", "--out", str(tmp_path)],
+        capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "== seed: 1 row(s) per request ==" in done.stdout
+    result = json.loads((tmp_path / "bench.json").read_text())["models"]["seed"]
+    assert [level["concurrency"] for level in result["server"]] == [1, 4]
+    assert [level["concurrency"] for level in result["floor"]] == [1, 4]
+    for level in result["server"]:
+        assert level["errors"] == {}
+        assert level["requests_per_s"] > 0 and level["p50_ms"] <= level["p99_ms"]
+        # The batch sizes come from the server's own counters (StatsService), read around the level.
+        assert level["batches"]["batches"] >= 1 and level["batches"]["max_rows"] >= 1
+    assert result["baseline"]["best_samples_per_s"] > 0
+    assert {v["target"] for v in result["verdicts"]} >= {"errors at any level",
+                                                         "peak requests/s vs transport floor"}
+    assert (tmp_path / "bench.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
