@@ -60,29 +60,35 @@ def _match_names(specs: Sequence[TensorSpec], inputs: Mapping[str, np.ndarray],
 
 
 def _check_array(spec: TensorSpec, array: np.ndarray, model_name: str) -> np.ndarray:
-    where = f"input '{spec.name}'"
-    expects = f"model '{model_name}' expects {spec.describe()}"
+    problem = _shape_problem(spec, array) or _value_problem(spec, array)
+    if problem:
+        # Messages are built only for a bad request: describe() costs more than all the checks.
+        suffix = " with finite values" if problem.startswith("contains NaN") else ""
+        raise InvalidInput(f"input '{spec.name}' {problem}; model '{model_name}' expects "
+                           f"{spec.describe()}{suffix}")
+    return array.astype(spec.dtype, copy=False)
+
+
+def _shape_problem(spec: TensorSpec, array: np.ndarray) -> str | None:
     if array.ndim != len(spec.shape):
-        raise InvalidInput(
-            f"{where} has rank {array.ndim} (shape {list(array.shape)}); {expects}"
-        )
+        return f"has rank {array.ndim} (shape {list(array.shape)})"
     if array.shape[0] == 0:
-        raise InvalidInput(f"{where} is an empty batch (shape {list(array.shape)}); {expects}")
-    labels = dimension_labels(array.ndim)
+        return f"is an empty batch (shape {list(array.shape)})"
     for axis, (got, want) in enumerate(zip(array.shape, spec.shape)):
         if axis > 0 and want is not None and got != want:
-            raise InvalidInput(f"{where} has {got} {labels[axis]}; {expects}")
-    return _cast(spec, array, where, expects)
+            return f"has {got} {dimension_labels(array.ndim)[axis]}"
+    return None
 
 
-def _cast(spec: TensorSpec, array: np.ndarray, where: str, expects: str) -> np.ndarray:
+def _value_problem(spec: TensorSpec, array: np.ndarray) -> str | None:
     # Width may differ (float64 for float32), kind may not: ids sent as floats are a bug.
-    if array.dtype.kind != spec.dtype.kind:
-        raise InvalidInput(f"{where} has dtype {array.dtype.name}; {expects}")
-    if array.dtype.kind == "f" and not np.isfinite(array).all():
-        raise InvalidInput(f"{where} contains NaN or infinity; {expects} with finite values")
-    if array.dtype.kind == "i" and array.dtype.itemsize > spec.dtype.itemsize:
+    kind = array.dtype.kind
+    if kind != spec.dtype.kind:
+        return f"has dtype {array.dtype.name}"
+    if kind == "f" and not np.isfinite(array).all():
+        return "contains NaN or infinity"
+    if kind == "i" and array.dtype.itemsize > spec.dtype.itemsize:
         info = np.iinfo(spec.dtype)
         if array.min() < info.min or array.max() > info.max:
-            raise InvalidInput(f"{where} has values outside {spec.dtype.name}; {expects}")
-    return array.astype(spec.dtype, copy=False)
+            return f"has values outside {spec.dtype.name}"
+    return None
