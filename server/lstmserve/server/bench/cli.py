@@ -33,8 +33,10 @@ def register_bench(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--workers", type=int, default=32, help="gRPC threads of both servers")
     parser.add_argument("--max-batch", type=int, default=64)
     parser.add_argument("--max-delay-ms", type=float, default=0.0)
-    parser.add_argument("--tf-threads", type=int,
-                        help="TensorFlow intra-op threads for the server and the baseline alike")
+    # On 2 cores one goes to the transport's event loop, so the model gets one; 0 leaves TF's default.
+    parser.add_argument("--tf-threads", type=int, default=1,
+                        help="TensorFlow intra- and inter-op threads of the server and the baseline alike "
+                        "(default 1; 0: TensorFlow's default of one per core)")
     parser.set_defaults(run=run_bench)
 
 
