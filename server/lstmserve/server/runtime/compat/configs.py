@@ -137,6 +137,13 @@ def float_embeddings(t: Translation) -> None:
     t.record(touched, "Embedding dtype int32 set to float32 (the input stays integer)")
 
 
+def drop_embedding_input_length(t: Translation) -> None:
+    """Keras 2's `input_length` only fed the first layer's batch_input_shape; Keras 3 warns and ignores it."""
+    touched = [_name(node) for node in layer_nodes(t.config)
+               if node["class_name"] == "Embedding" and node["config"].pop("input_length", None) is not None]
+    t.record(touched, "Embedding input_length removed (the input shape already carries it)")
+
+
 def gru_reset_before(t: Translation) -> None:
     """Keras 2.0 GRUs stored no `reset_after`: they applied the reset gate before the matmul."""
     touched = []
@@ -205,6 +212,7 @@ def _tensor(ref: list) -> dict[str, Any]:
 
 REWRITES: tuple[Callable[[Translation], None], ...] = (
     sequential_from_list, input_layer_from_batch_input_shape, drop_time_major,
-    module_for_wrapped_layers, cudnn_as_native, float_embeddings, gru_reset_before,
+    module_for_wrapped_layers, cudnn_as_native, float_embeddings, drop_embedding_input_length,
+    gru_reset_before,
     rnn_states_as_keywords,
 )
