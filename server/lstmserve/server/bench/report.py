@@ -94,8 +94,11 @@ def _throughput(ax, name: str, result: dict) -> None:
     key = "requests_per_s" if result["rows_per_request"] == 1 else "samples_per_s"
     for label, levels in (("server", result["server"]), ("transport floor", result["floor"])):
         ax.plot([lv["concurrency"] for lv in levels], [lv[key] for lv in levels], "o-", label=label)
-    ax.axhline(result["baseline"]["best_samples_per_s"], ls="--", c="grey",
-               label="in-process best samples/s")
+    base = result["baseline"]
+    if key == "requests_per_s":  # one row per request: the model's own call rate is the limit to draw
+        ax.axhline(1000 / base["batch1_p50_ms"], ls="--", c="grey", label="in-process batch-1 calls/s")
+    else:
+        ax.axhline(base["best_samples_per_s"], ls="--", c="grey", label="in-process best samples/s")
     ax.set(xscale="log", xlabel="concurrent callers", ylabel=key.replace("_per_s", "/s"),
            title=f"{name}: throughput ({result['rows_per_request']} row(s)/request)")
     ax.set_xticks([lv["concurrency"] for lv in result["server"]],

@@ -50,7 +50,7 @@ DEFAULT_BATCHING = BatchConfig()
 
 @dataclass
 class BatchStats:
-    """Counters since load; only the worker thread writes them."""
+    """Counters since load: the worker thread writes them, except `rejected` (under the queue lock)."""
 
     requests: int = 0
     rows: int = 0
@@ -99,7 +99,8 @@ class _Pending:
 
 
 class Batcher:
-    """An Executor: `run` blocks the calling thread until the worker has run its rows."""
+    """An Executor in front of a runner: `run` blocks the calling thread until the worker has run its
+    rows; `run_async` awaits them without blocking the event loop."""
 
     def __init__(self, runner: Runner, config: BatchConfig = DEFAULT_BATCHING, name: str = "model") -> None:
         self.runner = runner
