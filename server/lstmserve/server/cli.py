@@ -23,7 +23,8 @@ def register_serve(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--name", help="name of the model when one --model is given")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (0.0.0.0 for all)")
     parser.add_argument("--port", type=int, default=8500, help="port (0 picks a free one)")
-    parser.add_argument("--workers", type=int, default=32, help="gRPC worker threads")
+    parser.add_argument("--workers", type=int, default=32,
+                        help="threads for handlers that are not coroutines (calls run on one event loop)")
     _add_batching_options(parser)
     _add_load_options(parser)
     parser.set_defaults(run=run_serve)
