@@ -123,5 +123,5 @@ def test_unexpected_failure_is_internal_without_leaking_details(start_server, lo
 
 def test_deadline_is_applied_per_call(client):
     with pytest.raises(Exception) as caught:
-        client.predict(GOOD, model="seed", timeout=1e-6)
+        client.predict(np.zeros((50_000, 1, 1), np.float32), model="seed", timeout=0.001)
     assert caught.value.code.name == "DEADLINE_EXCEEDED"

@@ -13,6 +13,7 @@ from conftest import load
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from lstmserve.client.tensors import to_tensor
+from lstmserve.server.runtime.model import load_model
 from lstmserve.server.runtime.runner import DEFAULT_BUCKETS
 from lstmserve.v1 import model_pb2 as mpb
 from lstmserve.v1 import prediction_service_pb2 as pb
@@ -26,7 +27,7 @@ def stacked(tmp_path_factory):
     model = keras.Sequential([keras.Input((20, 4)), keras.layers.LSTM(16, return_sequences=True),
                               keras.layers.LSTM(16), keras.layers.Dense(2)])
     path = modelzoo.save(model, tmp_path_factory.mktemp("compiled") / "stacked.h5")
-    return path, load(path, "stacked")
+    return path, load_model(path, "stacked", numpy_twin=False)  # the compiled path is under test
 
 
 @pytest.mark.unit
@@ -61,10 +62,20 @@ def test_no_retracing_under_concurrent_load(stacked):
     assert runner.tracing_count == traced
 
 
+@pytest.fixture(scope="module")
+def stacked_twin(stacked):
+    """The same file as served by default: small enough for the numpy twin on the event loop."""
+    path, _ = stacked
+    model = load(path, "stacked")
+    assert type(model.executor.runner).__name__ == "NumpyRunner"
+    return path, model
+
+
 @pytest.mark.integration
 @pytest.mark.slow
-def test_health_answers_within_100ms_while_predictions_saturate(start_server, stacked):
-    _, model = stacked
+@pytest.mark.parametrize("engine", ["stacked", "stacked_twin"])
+def test_health_answers_within_100ms_while_predictions_saturate(start_server, engine, request):
+    _, model = request.getfixturevalue(engine)
     server = start_server(model, workers=16)
     target = f"127.0.0.1:{server.port}"
     request = pb.PredictRequest(

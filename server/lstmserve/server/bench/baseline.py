@@ -19,11 +19,12 @@ import numpy as np  # noqa: E402
 def measure(path: str, window_s: float, repeats: int) -> dict:
     """Per bucket: the best window's mean call time; at batch 1 also the call-latency percentiles."""
     from lstmserve.server.runtime.model import load_model
+    from lstmserve.server.runtime.runner import DEFAULT_BUCKETS
     model = load_model(path, "baseline", batching=None)
-    runner = model.executor
+    runner = model.executor  # whatever the server runs: the compiled model or its numpy twin
     shape = [d or 1 for d in model.inputs[0].shape[1:]]
     per_batch = {}
-    for batch in runner.buckets:
+    for batch in getattr(runner, "buckets", DEFAULT_BUCKETS):
         x = np.random.default_rng(0).normal(size=(batch, *shape)).astype(np.float32)
         calls = [_window([x], runner, window_s) for _ in range(repeats)]
         best = min(calls, key=np.mean)
@@ -32,7 +33,8 @@ def measure(path: str, window_s: float, repeats: int) -> dict:
     top = max(per_batch, key=lambda b: per_batch[b]["samples_per_s"])
     return {"batch1_p50_ms": per_batch[1]["p50_ms"], "batch1_min_ms": per_batch[1]["min_ms"],
             "best_samples_per_s": per_batch[top]["samples_per_s"], "best_batch": top,
-            "per_batch": per_batch, "xla": runner.jit_compile}
+            "per_batch": per_batch, "xla": getattr(runner, "jit_compile", False),
+            "engine": type(runner).__name__}
 
 
 def _window(arrays, runner, window_s: float) -> list[float]:

@@ -110,6 +110,9 @@ class Batcher:
         self._queue: deque[_Pending] = deque()
         self._ready = threading.Condition(threading.Lock())
         self._closed = False
+        # A runner that answers in microseconds on the caller's thread (the numpy twin) gains nothing
+        # from a queue: the hand-off to the worker and back would cost more than the model.
+        self._direct = getattr(runner, "runs_on_caller_thread", False)
         self._worker = threading.Thread(target=self._serve, name=f"batcher-{name}", daemon=True)
         self._worker.start()
 
@@ -123,7 +126,14 @@ class Batcher:
 
     async def run_async(self, arrays: Sequence[np.ndarray]) -> list[np.ndarray]:
         """`run` for coroutines: the event loop is woken once per batch, not once per request."""
+        if self._direct and arrays[0].shape[0] <= self.config.max_batch:
+            return await self._run_here(_Pending(arrays, asyncio.get_running_loop()))
         pending = self._enqueue(_Pending(arrays, asyncio.get_running_loop()))
+        return await pending.future
+
+    async def _run_here(self, pending: _Pending) -> list[np.ndarray]:
+        self._run_group([pending])
+        pending.settle()
         return await pending.future
 
     def _enqueue(self, pending: _Pending) -> _Pending:

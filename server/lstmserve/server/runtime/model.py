@@ -16,6 +16,7 @@ from lstmserve.server.runtime.errors import ModelLoadError
 from lstmserve.server.runtime.loader import LoadOptions, load_keras_model
 from lstmserve.server.runtime.modelfile import ModelFile, read_model_file
 from lstmserve.server.runtime.modes import PROBABILISTIC, Mode, OutputHead
+from lstmserve.server.runtime.numpy_runner import build_numpy_runner
 from lstmserve.server.runtime.preparation import Preparation
 from lstmserve.server.runtime.runner import DEFAULT_BUCKETS, CompiledRunner
 from lstmserve.server.runtime.signature import TensorSpec, bind_inputs
@@ -99,7 +100,8 @@ class LoadedModel:
 
 def load_model(path: str | Path, name: str | None = None, version: str = "1",
                options: LoadOptions | None = None, buckets=DEFAULT_BUCKETS,
-               jit_compile: bool = True, batching: BatchConfig | None = DEFAULT_BATCHING) -> LoadedModel:
+               jit_compile: bool = True, batching: BatchConfig | None = DEFAULT_BATCHING,
+               numpy_twin: bool = True) -> LoadedModel:
     """Read, check, load, compile and warm one .h5 file; batching None runs each request alone."""
     model_file = read_model_file(path)
     keras_model, steps = load_keras_model(model_file, options or LoadOptions())
@@ -108,8 +110,13 @@ def load_model(path: str | Path, name: str | None = None, version: str = "1",
     heads = tuple(_heads(keras_model, serving.get("labels") or {}))
     runner = CompiledRunner(keras_model, inputs, buckets, jit_compile)
     runner.warm()
+    fast = build_numpy_runner(keras_model, inputs, runner, runner.max_batch) if numpy_twin else None
+    if fast is not None:
+        log.info("model %s runs as a numpy twin (a plain recurrent stack, equal to the compiled model)",
+                 Path(path).name)
     name = name or Path(path).stem
-    executor = runner if batching is None else Batcher(runner, batching, name)
+    executor = fast or runner
+    executor = executor if batching is None else Batcher(executor, batching, name)
     return LoadedModel(
         name=name, version=version, file=model_file, inputs=inputs,
         heads=heads, task=serving.get("task") or _infer_task(heads),

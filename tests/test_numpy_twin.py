@@ -1,0 +1,74 @@
+"""The numpy twin of small recurrent stacks: used only where it equals Keras, and equal to it there."""
+
+import keras
+import modelzoo
+import numpy as np
+import pytest
+from conftest import load
+
+from lstmserve.server.runtime.numpy_runner import NumpyRunner, build_numpy_runner
+from lstmserve.server.runtime.runner import CompiledRunner
+
+pytestmark = pytest.mark.integration
+
+
+def _stack(*layers, input_shape=(7, 3)):
+    keras.utils.set_random_seed(11)
+    return keras.Sequential([keras.Input(input_shape), *layers])
+
+
+STACKS = {
+    "lstm": lambda: _stack(keras.layers.LSTM(5), keras.layers.Dense(1)),
+    "stacked_lstm_dropout": lambda: _stack(keras.layers.LSTM(6, return_sequences=True),
+                                           keras.layers.Dropout(0.3), keras.layers.LSTM(4),
+                                           keras.layers.Dense(3, activation="softmax")),
+    "gru_reset_after": lambda: _stack(keras.layers.GRU(5), keras.layers.Dense(1, activation="sigmoid")),
+    "gru_reset_before": lambda: _stack(keras.layers.GRU(5, reset_after=False),
+                                       keras.layers.Dense(2, activation="relu")),
+    "simple_rnn_sequences": lambda: _stack(keras.layers.SimpleRNN(4, return_sequences=True),
+                                           keras.layers.Dense(2, activation="tanh")),
+}
+
+
+def _random_biases(model):
+    # Fresh layers have zero biases: randomise them so a misplaced bias shows.
+    rng = np.random.default_rng(5)
+    for weight in model.weights:
+        if "bias" in weight.path:
+            weight.assign(rng.normal(scale=0.5, size=weight.shape).astype("float32"))
+    return model
+
+
+@pytest.mark.parametrize("kind", STACKS)
+def test_twin_serves_plain_stacks_with_kerass_numbers(kind, tmp_path, start_server):
+    path = modelzoo.save(_random_biases(STACKS[kind]()), tmp_path / f"{kind}.h5")
+    model = load(path, kind)
+    assert isinstance(model.executor.runner, NumpyRunner)
+    server = start_server(model)
+    from lstmserve.client import Client
+    rng = np.random.default_rng(1)
+    with Client(f"127.0.0.1:{server.port}") as client:
+        for rows in (1, 5, 64, 150):
+            x = rng.normal(size=(rows, 7, 3)).astype(np.float32)
+            np.testing.assert_allclose(client.predict(x), modelzoo.reference(path, x)[0],
+                                       rtol=1e-5, atol=1e-5)
+
+
+def test_seed_demo_is_served_by_the_twin(loaded_seed):
+    assert isinstance(loaded_seed.executor.runner, NumpyRunner)
+
+
+@pytest.mark.parametrize("builder", [modelzoo.embedding, modelzoo.multi_io])
+def test_other_models_keep_the_compiled_runner(builder, tmp_path):
+    model = load(builder(tmp_path / "m.h5"))
+    assert isinstance(model.executor.runner, CompiledRunner)
+
+
+def test_a_twin_that_disagrees_with_the_compiled_model_is_not_used(loaded_seed):
+    class Shifted:
+        def run(self, arrays):
+            return [out + 1e-3 for out in loaded_seed.executor.runner.run(arrays)]
+
+    keras_model = loaded_seed.keras_model
+    assert build_numpy_runner(keras_model, loaded_seed.inputs, Shifted(), 64) is None
+    assert build_numpy_runner(keras_model, loaded_seed.inputs, loaded_seed.executor.runner, 64) is not None
