@@ -1,4 +1,4 @@
-"""Builds the gRPC server: prediction service, standard health and reflection, error interceptor."""
+"""Builds the gRPC server: prediction and stats services (guarded handlers), standard health, reflection."""
 
 from __future__ import annotations
 
@@ -18,7 +18,6 @@ from lstmserve.server.runtime.model import LoadedModel
 from lstmserve.server.runtime.registry import ModelRegistry
 from lstmserve.server.transport.servicer import PredictionServicer
 from lstmserve.server.transport.stats import StatsServicer
-from lstmserve.server.transport.status import ErrorInterceptor
 from lstmserve.v1 import prediction_service_pb2 as pb
 from lstmserve.v1 import prediction_service_pb2_grpc as pb_grpc
 from lstmserve.v1 import stats_pb2 as spb
@@ -87,7 +86,6 @@ def create_server(registry: ModelRegistry, address: str = "127.0.0.1:0",
 async def _start(registry: ModelRegistry, address: str, workers: int):
     server = grpc.aio.server(
         futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="rpc"),
-        interceptors=[ErrorInterceptor()],
         options=[("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
                  ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
                  ("grpc.so_reuseport", 0)],

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from lstmserve.server.runtime.registry import ModelRegistry
 from lstmserve.server.transport import converters
+from lstmserve.server.transport.status import guarded
 from lstmserve.v1 import prediction_service_pb2 as pb
 from lstmserve.v1 import prediction_service_pb2_grpc as pb_grpc
 
@@ -16,6 +17,7 @@ class PredictionServicer(pb_grpc.PredictionServiceServicer):
     def __init__(self, registry: ModelRegistry) -> None:
         self.registry = registry
 
+    @guarded
     async def Predict(self, request: pb.PredictRequest, context) -> pb.PredictResponse:
         model = self.registry.get(request.model.name, request.model.version)
         mode = converters.mode_from_wire(request.mode)
@@ -23,11 +25,13 @@ class PredictionServicer(pb_grpc.PredictionServiceServicer):
         prediction = await model.predict_async(inputs, mode, prepared=request.prepared)
         return converters.prediction_to_wire(model, prediction)
 
+    @guarded
     async def GetModelMetadata(self, request: pb.GetModelMetadataRequest,
                          context) -> pb.GetModelMetadataResponse:
         model = self.registry.get(request.model.name, request.model.version)
         return pb.GetModelMetadataResponse(metadata=converters.metadata_to_wire(model))
 
+    @guarded
     async def ListModels(self, request: pb.ListModelsRequest, context) -> pb.ListModelsResponse:
         return pb.ListModelsResponse(
             models=[converters.metadata_to_wire(model) for model in self.registry.all()]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from lstmserve.server.runtime.model import LoadedModel
 from lstmserve.server.runtime.registry import ModelRegistry
+from lstmserve.server.transport.status import guarded
 from lstmserve.v1 import model_pb2 as mpb
 from lstmserve.v1 import stats_pb2 as spb
 from lstmserve.v1 import stats_pb2_grpc as spb_grpc
@@ -13,6 +14,7 @@ class StatsServicer(spb_grpc.StatsServiceServicer):
     def __init__(self, registry: ModelRegistry) -> None:
         self.registry = registry
 
+    @guarded
     async def GetModelStats(self, request: spb.GetModelStatsRequest, context) -> spb.GetModelStatsResponse:
         if request.model.name:
             models = [self.registry.get(request.model.name, request.model.version)]

@@ -1,8 +1,8 @@
-"""The one table from runtime errors to gRPC status codes, applied by a server interceptor."""
+"""The one table from runtime errors to gRPC status codes, applied to every handler by `guarded`."""
 
 from __future__ import annotations
 
-import inspect
+import functools
 import logging
 import uuid
 
@@ -36,37 +36,19 @@ def status_for(error: Exception) -> tuple[grpc.StatusCode, str]:
     return grpc.StatusCode.INTERNAL, f"internal server error (incident {incident}; see server log)"
 
 
-class ErrorInterceptor(grpc.aio.ServerInterceptor):
-    """Turns every exception of a unary handler into a status with a clear message, never UNKNOWN."""
+def guarded(handler):
+    """Wraps a coroutine handler so every exception becomes a status with a clear message, never UNKNOWN.
 
-    def __init__(self) -> None:
-        self._guarded: dict[str, grpc.RpcMethodHandler] = {}  # one wrapper per method, not per call
-
-    async def intercept_service(self, continuation, handler_call_details):
-        method = handler_call_details.method
-        if method in self._guarded:
-            return self._guarded[method]
-        handler = await continuation(handler_call_details)
-        if handler is None or handler.unary_unary is None:
-            return handler
-        self._guarded[method] = _guard(handler)
-        return self._guarded[method]
-
-
-def _guard(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
-    behaviour = handler.unary_unary
-
-    async def guarded(request, context):
+    A decorator rather than a server interceptor: grpc.aio runs an interceptor's coroutine on every
+    call, which cost a tiny model about a tenth of a millisecond per request.
+    """
+    @functools.wraps(handler)
+    async def guard(self, request, context):
         try:
-            answer = behaviour(request, context)
-            return await answer if inspect.isawaitable(answer) else answer
-        except Exception as error:  # noqa: BLE001 (the point of this interceptor)
+            return await handler(self, request, context)
+        except Exception as error:  # noqa: BLE001 (the point of this guard)
             if context.code() is not None and not isinstance(error, errors.ServingError):
                 raise  # already aborted by the handler itself
             code, message = status_for(error)
             await context.abort(code, message)
-
-    return grpc.unary_unary_rpc_method_handler(
-        guarded, request_deserializer=handler.request_deserializer,
-        response_serializer=handler.response_serializer,
-    )
+    return guard
