@@ -141,6 +141,7 @@ def describe(model) -> dict:
         "written_by": written_by(model.file.keras_version, model.file.backend),
         "file_layers": file_layers(model.file.model_config),
         "layers": [f"{type(layer).__name__} '{layer.name}'" for layer in model.keras_model.layers],
+        "engine": _engine(model),
         "inputs": [spec.describe() + f" '{spec.name}'" for spec in model.inputs],
         "outputs": [f"{h.spec.describe()} '{h.name}' activation={h.activation} "
                     f"modes={[m.value for m in h.modes]} labels={list(h.labels)}"
@@ -149,6 +150,13 @@ def describe(model) -> dict:
         "compatibility_steps": list(model.compatibility_steps),
         "prediction_on_zeros": {name: out.tolist() for name, out in prediction.outputs.items()},
     }
+
+
+def _engine(model) -> str:
+    runner = getattr(model.executor, "runner", model.executor)
+    if type(runner).__name__ == "NumpyRunner":
+        return "numpy twin (checked equal to the compiled model at load)"
+    return "XLA-compiled function" if getattr(runner, "jit_compile", False) else "traced graph function"
 
 
 def _as_text(report: dict) -> str:
