@@ -8,10 +8,7 @@ import logging
 import os
 import re
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
-
-import h5py
 
 from lstmserve.server.runtime.compat import is_keras2
 from lstmserve.server.runtime.compat.configs import layer_nodes, translate_config
@@ -72,7 +69,7 @@ def load_keras_model(model_file: ModelFile, options: LoadOptions) -> tuple[Any, 
         changed = restore_keras2_activations(model)
         if changed:
             steps.append(f"hard_sigmoid computed as Keras 2 did (0.2x + 0.5): {', '.join(changed)}")
-    if _has_training_config(model_file.path):
+    if model_file.has_training_config:
         steps.append("training_config not read (optimizer, loss and metrics serve training only)")
     return model, steps
 
@@ -105,8 +102,3 @@ def _with_registered_names(objects: dict[str, Any], config: dict[str, Any]) -> d
         if package and bare in objects:
             aliases[node["class_name"]] = objects[bare]
     return {**objects, **aliases}
-
-
-def _has_training_config(path: Path) -> bool:
-    with h5py.File(path, "r") as h5:
-        return "training_config" in h5.attrs

@@ -28,6 +28,8 @@ class ModelFile:
     backend: str
     model_config: dict[str, Any]
     serving: dict[str, Any] = field(default_factory=dict)
+    # Keras's compile information (optimizer, loss, metrics): serving never reads it.
+    has_training_config: bool = False
 
 
 def read_model_file(path: str | Path) -> ModelFile:
@@ -52,6 +54,7 @@ def read_model_file(path: str | Path) -> ModelFile:
         backend=_text(attrs.get("backend", "unknown")),
         model_config=_json_attr(path, attrs, "model_config"),
         serving=_json_attr(path, attrs, METADATA_ATTR) if METADATA_ATTR in attrs else {},
+        has_training_config="training_config" in attrs,
     )
 
 
