@@ -3,7 +3,8 @@
 A Keras LSTM costs nearly the same per call at batch 64 as at batch 1, so requests that arrive
 together are concatenated, run once, and split back. Requests whose non-batch shapes differ (free
 timesteps) are grouped by shape, never padded: padding would change an unmasked model's answer.
-The worker thread keeps model work off the RPC threads, so health and metadata stay responsive.
+The worker thread keeps model work off the RPC threads, so health and metadata stay responsive; only
+a runner that answers in microseconds on the caller's thread (the numpy twin) skips the queue.
 """
 
 from __future__ import annotations
@@ -88,6 +89,12 @@ class _Pending:
         if self.loop is None:
             self.done.release()
 
+    def result(self) -> list[np.ndarray]:
+        """The answer of a finished request: its outputs, or the error it failed with."""
+        if self.error is not None:
+            raise self.error
+        return self.outputs
+
     def settle(self) -> None:
         """On the caller's loop: hand the answer to the awaiting coroutine (unless it gave up)."""
         if self.future.done():
@@ -120,20 +127,15 @@ class Batcher:
         """Outputs for exactly these rows, computed in a batch with whatever else is queued."""
         pending = self._enqueue(_Pending(arrays))
         pending.done.acquire()
-        if pending.error is not None:
-            raise pending.error
-        return pending.outputs
+        return pending.result()
 
     async def run_async(self, arrays: Sequence[np.ndarray]) -> list[np.ndarray]:
         """`run` for coroutines: the event loop is woken once per batch, not once per request."""
         if self._direct and arrays[0].shape[0] <= self.config.max_batch:
-            return await self._run_here(_Pending(arrays, asyncio.get_running_loop()))
+            pending = _Pending(arrays)
+            self._run_group([pending])
+            return pending.result()
         pending = self._enqueue(_Pending(arrays, asyncio.get_running_loop()))
-        return await pending.future
-
-    async def _run_here(self, pending: _Pending) -> list[np.ndarray]:
-        self._run_group([pending])
-        pending.settle()
         return await pending.future
 
     def _enqueue(self, pending: _Pending) -> _Pending:

@@ -66,7 +66,8 @@ class LoadedModel:
 
     async def predict_async(self, inputs: Mapping[str, np.ndarray], mode: Mode,
                             prepared: bool = False) -> Prediction:
-        """`predict` for an event loop: the model runs on the batcher's thread, never on the loop."""
+        """`predict` for an event loop: the model runs on the batcher's thread (a numpy twin, whose
+        full batch is bounded to microseconds of work, runs in place)."""
         raw, arrays, model_arrays = self._check(inputs, mode, prepared)
         run_async = getattr(self.executor, "run_async", None)
         if run_async is not None:

@@ -39,8 +39,8 @@ def status_for(error: Exception) -> tuple[grpc.StatusCode, str]:
 def guarded(handler):
     """Wraps a coroutine handler so every exception becomes a status with a clear message, never UNKNOWN.
 
-    A decorator rather than a server interceptor: grpc.aio runs an interceptor's coroutine on every
-    call, which cost a tiny model about a tenth of a millisecond per request.
+    A decorator rather than a server interceptor: grpc.aio awaits an interceptor's coroutine before
+    every call, where this adds one frame to the handler itself.
     """
     @functools.wraps(handler)
     async def guard(self, request, context):
