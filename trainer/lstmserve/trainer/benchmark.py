@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 
 from lstmserve.trainer import datasets, forecast
 from lstmserve.trainer.data import read_csv
-from lstmserve.trainer.fitting import Recipe
+from lstmserve.trainer.fitting import Recipe, deterministic
 
 TRAIN_ROWS = 96
 FIRST_TARGET = 97  # 0-based row of month 98
@@ -35,9 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--json", action="store_true", help="print JSON")
     args = parser.parse_args(argv)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    import tensorflow as tf
-    tf.config.experimental.enable_op_determinism()
+    deterministic()
     figures = airline(args.seed)
     if args.json:
         print(json.dumps(figures, indent=2))

@@ -66,9 +66,10 @@ def run_train(args: argparse.Namespace) -> int:
         return _run_demo(args)
     from lstmserve.trainer import pipeline
     from lstmserve.trainer.data import DataError
+    from lstmserve.trainer.fitting import deterministic
     from lstmserve.trainer.report import summary, write_json
 
-    _deterministic()
+    deterministic()
     names = ("data", "output", "target", "features", "date", "label", "group", "timesteps", "horizon",
              "season", "difference", "scaling", "log", "validate", "holdout", "refit", "plot", "epochs",
              "units", "seed")
@@ -84,12 +85,6 @@ def run_train(args: argparse.Namespace) -> int:
     print(summary(report))
     print(f"wrote {report['output']}")
     return 0
-
-
-def _deterministic() -> None:
-    # Same seed, same weights: TensorFlow's CPU kernels may otherwise reduce in any order.
-    import tensorflow as tf
-    tf.config.experimental.enable_op_determinism()
 
 
 def _run_demo(args: argparse.Namespace) -> int:

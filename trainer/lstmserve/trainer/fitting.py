@@ -10,6 +10,14 @@ import numpy as np
 from lstmserve.trainer.save import keras
 
 
+def deterministic() -> None:
+    """Same seed, same weights: TensorFlow's CPU kernels may otherwise reduce in any order.
+
+    Process-wide, so only the command-line entry points call it, not the library functions."""
+    import tensorflow as tf
+    tf.config.experimental.enable_op_determinism()
+
+
 @dataclass(frozen=True)
 class Recipe:
     """Hyperparameters of one training run; the defaults are the monthly-series recipe."""
