@@ -153,8 +153,9 @@ def describe(model) -> dict:
 
 
 def _engine(model) -> str:
+    from lstmserve.server.runtime.numpy_runner import NumpyRunner
     runner = getattr(model.executor, "runner", model.executor)
-    if type(runner).__name__ == "NumpyRunner":
+    if isinstance(runner, NumpyRunner):
         return "numpy twin (checked equal to the compiled model at load)"
     return "XLA-compiled function" if getattr(runner, "jit_compile", False) else "traced graph function"
 

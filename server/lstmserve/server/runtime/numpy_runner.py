@@ -106,12 +106,8 @@ def _step_for(layer) -> Callable[[np.ndarray], np.ndarray] | None:
     return None
 
 
-def _activation(function) -> Callable[[np.ndarray], np.ndarray] | None:
-    return ACTIVATIONS.get(function)
-
-
 def _dense(layer) -> Callable[[np.ndarray], np.ndarray] | None:
-    activation = _activation(layer.activation)
+    activation = ACTIVATIONS.get(layer.activation)
     if activation is None:
         return None
     kernel = np.asarray(layer.kernel)
@@ -123,18 +119,15 @@ def _recurrent(layer) -> Callable[[np.ndarray], np.ndarray] | None:
     cell = layer.cell
     if layer.go_backwards or layer.stateful or layer.return_state or getattr(layer, "unroll", False):
         return None
-    activation = _activation(cell.activation)
-    recurrent = _activation(getattr(cell, "recurrent_activation", keras.activations.linear))
+    activation = ACTIVATIONS.get(cell.activation)
+    recurrent = ACTIVATIONS.get(getattr(cell, "recurrent_activation", keras.activations.linear))
     if activation is None or recurrent is None:
         return None
     step = _cell_step(layer, cell, activation, recurrent)
     if step is None:
         return None
-    return lambda x: _unroll(x, step, cell.units, layer.return_sequences, _state_count(layer))
-
-
-def _state_count(layer) -> int:
-    return 2 if isinstance(layer, keras.layers.LSTM) else 1
+    states = 2 if isinstance(layer, keras.layers.LSTM) else 1  # LSTM carries (h, c)
+    return lambda x: _unroll(x, step, cell.units, layer.return_sequences, states)
 
 
 def _unroll(x, step, units, return_sequences, states) -> np.ndarray:
