@@ -8,7 +8,7 @@ import numpy as np
 
 from lstmserve.server.runtime.preparation import Preparation, fit_preparation
 from lstmserve.trainer.data import DataError, Table, date_column, encode_labels
-from lstmserve.trainer.fitting import Fitted, Recipe, fit
+from lstmserve.trainer.fitting import Fitted, Recipe, fit, lstm_stack
 from lstmserve.trainer.save import keras
 
 RECIPE = Recipe(units=32, epochs=200, patience=15, batch_size=32, learning_rate=3e-3)
@@ -111,8 +111,7 @@ def train(seqs: Sequences, recipe: Recipe, rows: np.ndarray | None = None,
 
 def _build(shape: tuple[int, ...], classes: int, recipe: Recipe) -> keras.Model:
     # Softmax even for two classes: PROBABILITIES then always sum to 1 over the labels.
-    return keras.Sequential([keras.Input(shape), keras.layers.LSTM(recipe.units),
-                             keras.layers.Dense(classes, activation="softmax")])
+    return lstm_stack(shape, recipe.units, classes, "softmax")
 
 
 def validate(seqs: Sequences, recipe: Recipe, fraction: float) -> tuple[Classifier, ClassValidation]:

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 # Keras through save: it sets TensorFlow's log level before TensorFlow loads.
+from lstmserve.trainer.fitting import lstm_stack
 from lstmserve.trainer.save import keras, save_model
 
 SEED_PAIRS = [[0.0, 0.1], [0.1, 0.2], [0.2, 0.3], [0.3, 0.4], [0.4, 0.5]]
@@ -31,8 +32,7 @@ def train_seed(output: Path, epochs: int = 300, seed: int = 1, verbose: int = 0)
     """The seed's final model: LSTM(10) then Dense(1, linear), mse/adam, 300 epochs, unshuffled."""
     keras.utils.set_random_seed(seed)
     X, y = seed_data()
-    model = keras.Sequential([keras.Input((1, 1)), keras.layers.LSTM(10),
-                              keras.layers.Dense(1, activation="linear")])
+    model = lstm_stack((1, 1), 10, 1, "linear")
     model.compile(loss="mse", optimizer="adam")
     history = model.fit(X, y, epochs=epochs, shuffle=False, verbose=verbose)
     loss = float(history.history["loss"][-1])
@@ -55,8 +55,7 @@ def train_classifier(output: Path, epochs: int = 25, seed: int = 1, verbose: int
     """LSTM(16) then Dense(3, softmax) over 20-step sequences, labels kept as strings."""
     keras.utils.set_random_seed(seed)
     X, y = classifier_data()
-    model = keras.Sequential([keras.Input((CLASSIFIER_TIMESTEPS, 1)), keras.layers.LSTM(16),
-                              keras.layers.Dense(len(CLASSIFIER_LABELS), activation="softmax")])
+    model = lstm_stack((CLASSIFIER_TIMESTEPS, 1), 16, len(CLASSIFIER_LABELS), "softmax")
     model.compile(loss="sparse_categorical_crossentropy", optimizer="adam", metrics=["accuracy"])
     history = model.fit(X, y, epochs=epochs, batch_size=32, verbose=verbose)
     accuracy = float(history.history["accuracy"][-1])

@@ -18,6 +18,20 @@ def deterministic() -> None:
     tf.config.experimental.enable_op_determinism()
 
 
+# Clients send inputs and read outputs by layer name, and Keras numbers default names per process
+# ("input_layer_5", "dense_3" after other models): every name is given, as a fresh process names it,
+# so a file does not depend on what else its process built.
+INPUT_NAME = "input_layer"
+OUTPUT_NAME = "dense"
+
+
+def lstm_stack(input_shape: tuple[int, ...], units: int, outputs: int,
+               activation: str = "linear") -> keras.Model:
+    """Input -> LSTM(units) -> Dense(outputs, activation): every model the trainer writes."""
+    return keras.Sequential([keras.Input(input_shape, name=INPUT_NAME), keras.layers.LSTM(units, name="lstm"),
+                             keras.layers.Dense(outputs, activation=activation, name=OUTPUT_NAME)])
+
+
 @dataclass(frozen=True)
 class Recipe:
     """Hyperparameters of one training run; the defaults are the monthly-series recipe."""

@@ -8,7 +8,7 @@ import numpy as np
 
 from lstmserve.server.runtime.preparation import Preparation, fit_preparation
 from lstmserve.trainer.data import DataError, Table, date_column, season_of
-from lstmserve.trainer.fitting import Fitted, Recipe, fit
+from lstmserve.trainer.fitting import Fitted, Recipe, fit, lstm_stack
 from lstmserve.trainer.save import keras
 
 # Early stopping watches the last tenth of the training windows (at least one).
@@ -112,8 +112,7 @@ def train(series: Series, framing: Framing, recipe: Recipe, rows: int | None = N
 
 
 def build(framing: Framing, features: int, recipe: Recipe) -> keras.Model:
-    return keras.Sequential([keras.Input((framing.timesteps, features)), keras.layers.LSTM(recipe.units),
-                             keras.layers.Dense(framing.horizon)])
+    return lstm_stack((framing.timesteps, features), recipe.units, framing.horizon)
 
 
 def windows(prep: Preparation, rows: np.ndarray, framing: Framing) -> tuple[np.ndarray, np.ndarray]:
