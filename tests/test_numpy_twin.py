@@ -19,6 +19,10 @@ def _stack(*layers, input_shape=(7, 3)):
 
 STACKS = {
     "lstm": lambda: _stack(keras.layers.LSTM(5), keras.layers.Dense(1)),
+    # Not sigmoid/tanh: the general LSTM step rather than the fused stock one.
+    "lstm_other_activations": lambda: _stack(
+        keras.layers.LSTM(5, activation="relu", recurrent_activation="tanh", return_sequences=True),
+        keras.layers.LSTM(3), keras.layers.Dense(2)),
     "stacked_lstm_dropout": lambda: _stack(keras.layers.LSTM(6, return_sequences=True),
                                            keras.layers.Dropout(0.3), keras.layers.LSTM(4),
                                            keras.layers.Dense(3, activation="softmax")),
