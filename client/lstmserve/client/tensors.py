@@ -40,12 +40,20 @@ def wire_dtype(numpy_dtype: np.dtype | str | type) -> int:
 
 def to_tensor(array: np.ndarray | list | float) -> tpb.Tensor:
     """Encode an array (anything np.asarray accepts) as a Tensor."""
+    tensor = tpb.Tensor()
+    fill_tensor(tensor, array)
+    return tensor
+
+
+def fill_tensor(tensor: tpb.Tensor, array: np.ndarray | list | float) -> None:
+    """Encode an array into an empty Tensor in place (e.g. a map entry of a message being built)."""
     arr = np.asarray(array)
     if arr.dtype == np.float16 or arr.dtype == np.bool_:
         arr = arr.astype(np.float32)
     wire = wire_dtype(arr.dtype)
-    little = np.ascontiguousarray(arr, dtype=_NUMPY_BY_WIRE[wire])
-    return tpb.Tensor(dtype=wire, shape=list(arr.shape), content=little.tobytes())
+    tensor.dtype = wire
+    tensor.shape.extend(arr.shape)
+    tensor.content = np.ascontiguousarray(arr, dtype=_NUMPY_BY_WIRE[wire]).tobytes()
 
 
 def from_tensor(tensor: tpb.Tensor, name: str = "tensor") -> np.ndarray:
@@ -65,8 +73,8 @@ def from_tensor(tensor: tpb.Tensor, name: str = "tensor") -> np.ndarray:
             f"{name}: shape {list(shape)} of {numpy_dtype.name} needs {expected} bytes; "
             f"content has {len(tensor.content)}"
         )
-    flat = np.frombuffer(tensor.content, dtype=numpy_dtype)
-    return flat.reshape(shape).astype(numpy_dtype.newbyteorder("="), copy=False)
+    array = np.frombuffer(tensor.content, dtype=numpy_dtype).reshape(shape)
+    return array if numpy_dtype.isnative else array.astype(numpy_dtype.newbyteorder("="))
 
 
 def _enum_label(value: int) -> str:
