@@ -67,6 +67,7 @@ def run_serve(args: argparse.Namespace) -> int:
     _configure_logging()
     from lstmserve.server.runtime.errors import ModelLoadError
     from lstmserve.server.runtime.registry import ModelRegistry
+    from lstmserve.server.transport.interpreter import tune_for_serving
     from lstmserve.server.transport.server import create_server, load_in_background
 
     try:
@@ -77,6 +78,7 @@ def run_serve(args: argparse.Namespace) -> int:
     except (ValueError, ModelLoadError, OSError, RuntimeError) as error:
         print(f"lstmserve serve: {error}", file=sys.stderr)
         return 2
+    tune_for_serving()
     log.info("listening on %s:%d (NOT_SERVING until models are loaded)", args.host, running.port)
     failed = threading.Event()
 

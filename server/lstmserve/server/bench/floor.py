@@ -13,6 +13,7 @@ from concurrent import futures
 
 import grpc
 
+from lstmserve.server.transport.interpreter import tune_for_serving
 from lstmserve.v1 import prediction_service_pb2 as pb
 from lstmserve.v1 import prediction_service_pb2_grpc as pb_grpc
 
@@ -46,4 +47,5 @@ if __name__ == "__main__":
     parser.add_argument("response")
     parser.add_argument("--workers", type=int, default=32)
     args = parser.parse_args()
+    tune_for_serving()  # as `lstmserve serve` does
     asyncio.run(serve(args.response, args.workers))
