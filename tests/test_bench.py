@@ -25,6 +25,9 @@ def test_quick_bench_writes_json_table_and_plot(tmp_path):
         # The batch sizes come from the server's own counters (StatsService), read around the level.
         assert level["batches"]["batches"] >= 1 and level["batches"]["max_rows"] >= 1
     assert result["baseline"]["best_samples_per_s"] > 0
+    # The baseline is measured again after every level, while the load generator waits.
+    assert [r["after_level"] for r in result["baseline"]["rechecks"]] == [1, 4]
+    assert all(r["samples_per_s"] > 0 for r in result["baseline"]["rechecks"])
     assert {v["target"] for v in result["verdicts"]} >= {"errors at any level",
                                                          "peak requests/s vs transport floor"}
     assert (tmp_path / "bench.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

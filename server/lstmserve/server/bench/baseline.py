@@ -1,7 +1,7 @@
 """In-process baselines: the compiled model called directly, with the server's thread budget and buckets.
 
-Run as a separate process (`python -m lstmserve.server.bench.baseline MODEL.h5`) so its TensorFlow
-threads see the same environment as the server's, and prints one JSON object.
+Run as a separate process (`python -m lstmserve.server.bench.baseline MODEL.h5 WINDOW REPEATS`) so its
+TensorFlow threads see the same environment as the server's; prints one JSON object per measure.
 """
 
 from __future__ import annotations
@@ -16,25 +16,24 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import numpy as np  # noqa: E402
 
 
-def measure(path: str, window_s: float, repeats: int) -> dict:
+def measure(runner, shape: list[int], window_s: float, repeats: int) -> dict:
     """Per bucket: the best window's mean call time; at batch 1 also the call-latency percentiles."""
-    from lstmserve.server.runtime.model import load_model
     from lstmserve.server.runtime.runner import DEFAULT_BUCKETS
-    model = load_model(path, "baseline", batching=None)
-    runner = model.executor  # whatever the server runs: the compiled model or its numpy twin
-    shape = [d or 1 for d in model.inputs[0].shape[1:]]
-    per_batch = {}
-    for batch in getattr(runner, "buckets", DEFAULT_BUCKETS):
-        x = np.random.default_rng(0).normal(size=(batch, *shape)).astype(np.float32)
-        calls = [_window([x], runner, window_s) for _ in range(repeats)]
-        best = min(calls, key=np.mean)
-        per_batch[batch] = {"samples_per_s": batch / float(np.mean(best)),
-                            "p50_ms": float(np.median(best)) * 1e3, "min_ms": float(np.min(best)) * 1e3}
+    per_batch = {batch: _best_window(runner, shape, batch, window_s, repeats)
+                 for batch in getattr(runner, "buckets", DEFAULT_BUCKETS)}
     top = max(per_batch, key=lambda b: per_batch[b]["samples_per_s"])
     return {"batch1_p50_ms": per_batch[1]["p50_ms"], "batch1_min_ms": per_batch[1]["min_ms"],
             "best_samples_per_s": per_batch[top]["samples_per_s"], "best_batch": top,
             "per_batch": per_batch, "xla": getattr(runner, "jit_compile", False),
             "engine": type(runner).__name__}
+
+
+def _best_window(runner, shape: list[int], batch: int, window_s: float, repeats: int) -> dict:
+    x = np.random.default_rng(0).normal(size=(batch, *shape)).astype(np.float32)
+    calls = [_window([x], runner, window_s) for _ in range(repeats)]
+    best = min(calls, key=np.mean)
+    return {"samples_per_s": batch / float(np.mean(best)),
+            "p50_ms": float(np.median(best)) * 1e3, "min_ms": float(np.min(best)) * 1e3}
 
 
 def _window(arrays, runner, window_s: float) -> list[float]:
@@ -48,6 +47,19 @@ def _window(arrays, runner, window_s: float) -> list[float]:
             return times
 
 
+def main(path: str, window_s: float, repeats: int) -> None:
+    """One full measure, then, for every line on stdin, the best batch size again: the benchmark
+    asks between concurrency levels, so the limit is sampled across the same minutes as the server."""
+    from lstmserve.server.runtime.model import load_model
+    model = load_model(path, "baseline", batching=None)
+    runner = model.executor  # whatever the server runs: the compiled model or its numpy twin
+    shape = [d or 1 for d in model.inputs[0].shape[1:]]
+    first = measure(runner, shape, window_s, repeats)
+    print(json.dumps(first), flush=True)
+    for _ in sys.stdin:
+        again = _best_window(runner, shape, first["best_batch"], window_s, repeats)
+        print(json.dumps({"samples_per_s": again["samples_per_s"]}), flush=True)
+
+
 if __name__ == "__main__":
-    window, repeats = float(sys.argv[2]), int(sys.argv[3])
-    print(json.dumps(measure(sys.argv[1], window, repeats)))
+    main(sys.argv[1], float(sys.argv[2]), int(sys.argv[3]))

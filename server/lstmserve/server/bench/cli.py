@@ -1,8 +1,9 @@
 """`lstmserve bench`: one run that measures the server and, beside it, the limits it is judged against.
 
-For each model: (a) the compiled model in-process (its best latency and samples/s), (b) a bare gRPC
-server answering with a canned response of the same size, (c) the real server as a separate process.
-The load generator sweeps concurrency against (b) and (c) interleaved, level by level.
+For each model: (a) the compiled model in-process (its best latency and samples/s, measured again
+after every level), (b) a bare gRPC server answering with a canned response of the same size, (c) the
+real server as a separate process. The load generator sweeps concurrency against (b) and (c)
+interleaved, level by level.
 """
 
 from __future__ import annotations
@@ -74,21 +75,27 @@ def _write(results: dict, out: Path) -> int:
 def _bench_model(name: str, path: Path, rows: int, settings: dict, env: dict, out: Path) -> dict:
     from lstmserve.server.bench import processes, wire
     print(f"[{name}] in-process baseline ...", flush=True)
-    baseline = processes.run_json(
-        processes.python("lstmserve.server.bench.baseline", str(path), str(settings["baseline_window"]),
-                         str(settings["baseline_repeats"])), env, timeout=900)
-    result = {"rows_per_request": rows, "baseline": baseline, "floor": [], "server": []}
-    request = wire.write_request(name, path, rows, out / f"{name}.request.bin")
-    options = ["--workers", str(settings["workers"]), "--max-batch", str(settings["max_batch"]),
-               "--max-delay-ms", str(settings["max_delay_ms"])]
-    print(f"[{name}] starting the server (loads and compiles every bucket) ...", flush=True)
-    with processes.real_server(name, path, options, env, out / f"{name}.server.log") as server:
-        response = wire.capture_response(server, request, out / f"{name}.response.bin")
-        with processes.floor_server(response, settings["workers"], env) as floor:
-            processes.load_levels(_load_command(name, rows, request, server, floor, settings), env,
-                                  timeout=120 * len(settings["levels"]) + 60,
-                                  on_line=lambda line: _record(name, result, line))
+    with processes.baseline(path, settings["baseline_window"], settings["baseline_repeats"], env) as baseline:
+        result = {"rows_per_request": rows, "baseline": {**baseline.first, "rechecks": []},
+                  "floor": [], "server": []}
+        request = wire.write_request(name, path, rows, out / f"{name}.request.bin")
+        options = ["--workers", str(settings["workers"]), "--max-batch", str(settings["max_batch"]),
+                   "--max-delay-ms", str(settings["max_delay_ms"])]
+        print(f"[{name}] starting the server (loads and compiles every bucket) ...", flush=True)
+        with processes.real_server(name, path, options, env, out / f"{name}.server.log") as server:
+            response = wire.capture_response(server, request, out / f"{name}.response.bin")
+            with processes.floor_server(response, settings["workers"], env) as floor:
+                processes.load_levels(_load_command(name, rows, request, server, floor, settings), env,
+                                      timeout=120 * len(settings["levels"]) + 60,
+                                      on_line=lambda line: _record(name, result, line),
+                                      between_levels=lambda level: _recheck(result, level, baseline))
     return result
+
+
+def _recheck(result: dict, level: int, baseline) -> None:
+    # The machine's speed drifts over minutes; sampling the limit between levels compares the
+    # server with the limit of the same minutes, not of the moment before the sweep began.
+    result["baseline"]["rechecks"].append({"after_level": level, "samples_per_s": baseline.again()})
 
 
 def _load_command(name, rows, request, server, floor, settings) -> list[str]:
@@ -97,7 +104,7 @@ def _load_command(name, rows, request, server, floor, settings) -> list[str]:
                   "--request", str(request), "--model", name, "--rows", str(rows),
                   "--levels", *map(str, settings["levels"]), "--window", str(settings["window"]),
                   "--stable-windows", str(settings["stable_windows"]),
-                  "--max-windows", str(settings["max_windows"]))
+                  "--max-windows", str(settings["max_windows"]), "--pause")
 
 
 def _record(name: str, result: dict, line: dict) -> None:

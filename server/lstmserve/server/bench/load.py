@@ -110,6 +110,9 @@ async def main(args) -> None:
         for name, channel in channels.items():  # interleaved, so drift hits every target alike
             result = await _measured_level(name, channel, payload, concurrency, args)
             print(json.dumps(result), flush=True)
+        if args.pause:  # the benchmark re-measures the in-process baseline on a quiet machine
+            print(json.dumps({"level_done": concurrency}), flush=True)
+            await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
     for channel in channels.values():
         await channel.close()
 
@@ -134,6 +137,8 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--stable-windows", type=int, default=3)
     parser.add_argument("--max-windows", type=int, default=8)
     parser.add_argument("--tolerance", type=float, default=0.1)
+    parser.add_argument("--pause", action="store_true",
+                        help="after each level, say so and wait for a line on stdin")
     return parser.parse_args(argv)
 
 

@@ -63,13 +63,52 @@ def floor_server(response: Path, workers: int, env: dict) -> Iterator[str]:
         _stop(child)
 
 
-def load_levels(command: list[str], env: dict, timeout: float, on_line: Callable[[dict], None]) -> None:
-    """Run the load generator, handing each level's JSON line over as it arrives."""
-    child = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, text=True)
+class Baseline:
+    """The in-process baseline's child: its first full measure, and the best batch again on request."""
+
+    def __init__(self, child: subprocess.Popen) -> None:
+        self._child = child
+        self.first = self._read()
+
+    def again(self) -> float:
+        """Samples/s at the best batch size, measured now (the load generator is paused meanwhile)."""
+        self._child.stdin.write("\n")
+        self._child.stdin.flush()
+        return self._read()["samples_per_s"]
+
+    def _read(self) -> dict:
+        line = self._child.stdout.readline()
+        if not line:
+            raise RuntimeError(f"the in-process baseline exited with {self._child.wait(timeout=30)}")
+        return json.loads(line)
+
+
+@contextmanager
+def baseline(path: Path, window_s: float, repeats: int, env: dict) -> Iterator[Baseline]:
+    command = python("lstmserve.server.bench.baseline", str(path), str(window_s), str(repeats))
+    child = subprocess.Popen(command, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        yield Baseline(child)
+    finally:
+        child.stdin.close()
+        _stop(child)
+
+
+def load_levels(command: list[str], env: dict, timeout: float, on_line: Callable[[dict], None],
+                between_levels: Callable[[int], None]) -> None:
+    """Run the load generator, handing each level's JSON line over as it arrives; after every level
+    it waits while `between_levels` runs, with no load on the machine."""
+    child = subprocess.Popen(command, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     deadline = time.monotonic() + timeout
     try:
         for line in child.stdout:
-            on_line(json.loads(line))
+            record = json.loads(line)
+            if "level_done" in record:
+                between_levels(record["level_done"])
+                child.stdin.write("\n")
+                child.stdin.flush()
+            else:
+                on_line(record)
             if time.monotonic() > deadline:
                 raise TimeoutError(f"load generator still running after {timeout:.0f} s")
         if child.wait(timeout=30) != 0:
