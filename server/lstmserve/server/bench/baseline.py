@@ -48,7 +48,7 @@ def _window(arrays, runner, window_s: float) -> list[float]:
 
 
 def main(path: str, window_s: float, repeats: int) -> None:
-    """One full measure, then, for every line on stdin, the best batch size again: the benchmark
+    """One full measure, then, for every line on stdin, the best batch sizes again: the benchmark
     asks between concurrency levels, so the limit is sampled across the same minutes as the server."""
     from lstmserve.server.runtime.model import load_model
     model = load_model(path, "baseline", batching=None)
@@ -56,9 +56,14 @@ def main(path: str, window_s: float, repeats: int) -> None:
     shape = [d or 1 for d in model.inputs[0].shape[1:]]
     first = measure(runner, shape, window_s, repeats)
     print(json.dumps(first), flush=True)
+    # The first measure's best batch, and the largest (where a loaded server's batches end up): one
+    # noisy window in the first measure must not fix a weak reference for the whole sweep.
+    candidates = sorted({first["best_batch"], max(int(b) for b in first["per_batch"])})
     for _ in sys.stdin:
-        again = _best_window(runner, shape, first["best_batch"], window_s, repeats)
-        print(json.dumps({"samples_per_s": again["samples_per_s"]}), flush=True)
+        again = {batch: _best_window(runner, shape, batch, window_s, repeats)["samples_per_s"]
+                 for batch in candidates}
+        batch = max(again, key=again.get)
+        print(json.dumps({"samples_per_s": again[batch], "batch": batch}), flush=True)
 
 
 if __name__ == "__main__":

@@ -75,7 +75,8 @@ def _write(results: dict, out: Path) -> int:
 def _bench_model(name: str, path: Path, rows: int, settings: dict, env: dict, out: Path) -> dict:
     from lstmserve.server.bench import processes, wire
     print(f"[{name}] in-process baseline ...", flush=True)
-    with processes.baseline(path, settings["baseline_window"], settings["baseline_repeats"], env) as baseline:
+    with processes.baseline(path, settings["baseline_window"], settings["baseline_repeats"], env,
+                            out / f"{name}.baseline.log") as baseline:
         result = {"rows_per_request": rows, "baseline": {**baseline.first, "rechecks": []},
                   "floor": [], "server": []}
         request = wire.write_request(name, path, rows, out / f"{name}.request.bin")
@@ -95,7 +96,7 @@ def _bench_model(name: str, path: Path, rows: int, settings: dict, env: dict, ou
 def _recheck(result: dict, level: int, baseline) -> None:
     # The machine's speed drifts over minutes; sampling the limit between levels compares the
     # server with the limit of the same minutes, not of the moment before the sweep began.
-    result["baseline"]["rechecks"].append({"after_level": level, "samples_per_s": baseline.again()})
+    result["baseline"]["rechecks"].append({"after_level": level, **baseline.again()})
 
 
 def _load_command(name, rows, request, server, floor, settings) -> list[str]:

@@ -66,32 +66,37 @@ def floor_server(response: Path, workers: int, env: dict) -> Iterator[str]:
 class Baseline:
     """The in-process baseline's child: its first full measure, and the best batch again on request."""
 
-    def __init__(self, child: subprocess.Popen) -> None:
+    def __init__(self, child: subprocess.Popen, log: Path) -> None:
         self._child = child
+        self._log = log
         self.first = self._read()
 
-    def again(self) -> float:
+    def again(self) -> dict:
         """Samples/s at the best batch size, measured now (the load generator is paused meanwhile)."""
         self._child.stdin.write("\n")
         self._child.stdin.flush()
-        return self._read()["samples_per_s"]
+        return self._read()
 
     def _read(self) -> dict:
         line = self._child.stdout.readline()
         if not line:
-            raise RuntimeError(f"the in-process baseline exited with {self._child.wait(timeout=30)}")
+            raise RuntimeError(f"the in-process baseline exited with {self._child.wait(timeout=30)}; "
+                               f"see {self._log}")
         return json.loads(line)
 
 
 @contextmanager
-def baseline(path: Path, window_s: float, repeats: int, env: dict) -> Iterator[Baseline]:
+def baseline(path: Path, window_s: float, repeats: int, env: dict, log: Path) -> Iterator[Baseline]:
+    """The in-process baseline, alive for the whole sweep; TensorFlow's chatter goes to `log`."""
     command = python("lstmserve.server.bench.baseline", str(path), str(window_s), str(repeats))
-    child = subprocess.Popen(command, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    try:
-        yield Baseline(child)
-    finally:
-        child.stdin.close()
-        _stop(child)
+    with open(log, "w") as sink:
+        child = subprocess.Popen(command, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                 stderr=sink, text=True)
+        try:
+            yield Baseline(child, log)
+        finally:
+            child.stdin.close()
+            _stop(child)
 
 
 def load_levels(command: list[str], env: dict, timeout: float, on_line: Callable[[dict], None],
