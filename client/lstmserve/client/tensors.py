@@ -16,6 +16,8 @@ _NUMPY_BY_WIRE = {
     tpb.DATA_TYPE_INT64: np.dtype("<i8"),
 }
 _WIRE_BY_KIND = {(np.dtype(d).kind, np.dtype(d).itemsize): w for w, d in _NUMPY_BY_WIRE.items()}
+# Native-order dtypes straight to their wire type: the per-request encode's one lookup.
+_WIRE_BY_DTYPE = {d.newbyteorder("="): w for w, d in _NUMPY_BY_WIRE.items()}
 
 
 class TensorDecodeError(ValueError):
@@ -48,9 +50,11 @@ def to_tensor(array: np.ndarray | list | float) -> tpb.Tensor:
 def fill_tensor(tensor: tpb.Tensor, array: np.ndarray | list | float) -> None:
     """Encode an array into an empty Tensor in place (e.g. a map entry of a message being built)."""
     arr = np.asarray(array)
-    if arr.dtype == np.float16 or arr.dtype == np.bool_:
-        arr = arr.astype(np.float32)
-    wire = wire_dtype(arr.dtype)
+    wire = _WIRE_BY_DTYPE.get(arr.dtype)
+    if wire is None:  # the rare cases, off the per-request path: widened, or refused by wire_dtype
+        if arr.dtype == np.float16 or arr.dtype == np.bool_:
+            arr = arr.astype(np.float32)
+        wire = wire_dtype(arr.dtype)
     tensor.dtype = wire
     tensor.shape.extend(arr.shape)
     tensor.content = np.ascontiguousarray(arr, dtype=_NUMPY_BY_WIRE[wire]).tobytes()
@@ -64,16 +68,16 @@ def from_tensor(tensor: tpb.Tensor, name: str = "tensor") -> np.ndarray:
         raise TensorDecodeError(
             f"{name}: dtype is {_enum_label(tensor.dtype)}; expected one of {supported}"
         )
-    shape = tuple(tensor.shape)
-    if any(dim < 0 for dim in shape):
+    shape, content = tuple(tensor.shape), tensor.content
+    if shape and min(shape) < 0:
         raise TensorDecodeError(f"{name}: shape {list(shape)} has a negative dimension")
     expected = math.prod(shape) * numpy_dtype.itemsize
-    if len(tensor.content) != expected:
+    if len(content) != expected:
         raise TensorDecodeError(
             f"{name}: shape {list(shape)} of {numpy_dtype.name} needs {expected} bytes; "
-            f"content has {len(tensor.content)}"
+            f"content has {len(content)}"
         )
-    array = np.frombuffer(tensor.content, dtype=numpy_dtype).reshape(shape)
+    array = np.frombuffer(content, dtype=numpy_dtype).reshape(shape)
     return array if numpy_dtype.isnative else array.astype(numpy_dtype.newbyteorder("="))
 
 

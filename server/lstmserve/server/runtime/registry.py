@@ -11,6 +11,7 @@ from lstmserve.server.runtime.model import LoadedModel
 class ModelRegistry:
     def __init__(self) -> None:
         self._models: dict[str, dict[str, LoadedModel]] = {}
+        self._latest: dict[str, LoadedModel] = {}  # per name, chosen once per add, not per request
         self._loading: set[str] = set()
         self._lock = threading.Lock()
 
@@ -23,6 +24,7 @@ class ModelRegistry:
         with self._lock:
             versions = dict(self._models.get(model.name, {}))
             versions[model.version] = model
+            self._latest[model.name] = versions[max(versions, key=_version_key)]
             self._models[model.name] = versions
             self._loading.discard(model.name)
 
@@ -40,9 +42,9 @@ class ModelRegistry:
             if name in loading:
                 raise ModelNotReady(f"model '{name}' is still loading; retry shortly")
             raise ModelNotFound(f"no model named '{name}'; this server holds {self._names()}")
-        versions = models[name]
         if not version:
-            return versions[max(versions, key=_version_key)]
+            return self._latest[name]
+        versions = models[name]
         if version not in versions:
             raise ModelNotFound(
                 f"model '{name}' has no version '{version}'; loaded versions: {sorted(versions)}"

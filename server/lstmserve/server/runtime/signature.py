@@ -37,17 +37,18 @@ def bind_inputs(specs: Sequence[TensorSpec], inputs: Mapping[str, np.ndarray],
     """The request's arrays in the model's input order, checked and cast; InvalidInput otherwise."""
     named = _match_names(specs, inputs, model_name)
     arrays = [_check_array(spec, named[spec.name], model_name) for spec in specs]
-    batches = {spec.name: array.shape[0] for spec, array in zip(specs, arrays)}
-    if len(set(batches.values())) > 1:
-        raise InvalidInput(f"inputs of model '{model_name}' must share one batch size; got {batches}")
+    if len(arrays) > 1:
+        batches = {spec.name: array.shape[0] for spec, array in zip(specs, arrays)}
+        if len(set(batches.values())) > 1:
+            raise InvalidInput(f"inputs of model '{model_name}' must share one batch size; got {batches}")
     return arrays
 
 
 def _match_names(specs: Sequence[TensorSpec], inputs: Mapping[str, np.ndarray],
                  model_name: str) -> dict[str, np.ndarray]:
-    expected = [spec.name for spec in specs]
-    if len(specs) == 1 and list(inputs) == [""]:
+    if len(specs) == 1 and len(inputs) == 1 and "" in inputs:
         return {specs[0].name: inputs[""]}
+    expected = [spec.name for spec in specs]
     unknown = sorted(set(inputs) - set(expected))
     missing = [name for name in expected if name not in inputs]
     if unknown or missing:
@@ -66,10 +67,12 @@ def _check_array(spec: TensorSpec, array: np.ndarray, model_name: str) -> np.nda
         suffix = " with finite values" if problem.startswith("contains NaN") else ""
         raise InvalidInput(f"input '{spec.name}' {problem}; model '{model_name}' expects "
                            f"{spec.describe()}{suffix}")
-    return array.astype(spec.dtype, copy=False)
+    return array if array.dtype == spec.dtype else array.astype(spec.dtype)
 
 
 def _shape_problem(spec: TensorSpec, array: np.ndarray) -> str | None:
+    if array.shape[1:] == spec.shape[1:] and array.shape[0] and len(spec.shape) > 1:
+        return None  # the usual request, in one comparison (a free dimension never compares equal)
     if array.ndim != len(spec.shape):
         return f"has rank {array.ndim} (shape {list(array.shape)})"
     if array.shape[0] == 0:
