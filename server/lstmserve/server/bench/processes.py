@@ -25,14 +25,6 @@ def python(module: str, *args: str) -> list[str]:
     return [sys.executable, "-m", module, *args]
 
 
-def run_json(command: list[str], env: dict, timeout: float) -> dict:
-    """Run a child that prints one JSON object on its last stdout line."""
-    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout)
-    if done.returncode != 0:
-        raise RuntimeError(f"{' '.join(command[2:4])} failed:\n{done.stderr[-2000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
-
-
 @contextmanager
 def real_server(model: str, path: Path, options: list[str], env: dict, log: Path) -> Iterator[str]:
     """`lstmserve serve` on a free port; yields its address once health says SERVING."""
@@ -72,7 +64,7 @@ class Baseline:
         self.first = self._read()
 
     def again(self) -> dict:
-        """Samples/s at the best batch size, measured now (the load generator is paused meanwhile)."""
+        """The best samples/s of the candidate batch sizes, measured now (the load generator waits)."""
         self._child.stdin.write("\n")
         self._child.stdin.flush()
         return self._read()
