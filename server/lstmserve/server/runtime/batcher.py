@@ -51,7 +51,8 @@ DEFAULT_BATCHING = BatchConfig()
 
 @dataclass
 class BatchStats:
-    """Counters since load: the worker thread writes them, except `rejected` (under the queue lock)."""
+    """Counters since load, written under the batcher's stats lock: the worker thread and, for a runner
+    that runs on the caller's thread, the event loop both count."""
 
     requests: int = 0
     rows: int = 0
@@ -114,6 +115,7 @@ class Batcher:
         self.config = config
         self.name = name
         self._stats = BatchStats()
+        self._stats_lock = threading.Lock()
         self._queue: deque[_Pending] = deque()
         self._ready = threading.Condition(threading.Lock())
         self._closed = False
@@ -145,7 +147,8 @@ class Batcher:
             if self._closed:
                 raise ModelNotReady(f"model '{self.name}' is shutting down; retry on another server")
             if len(self._queue) >= self.config.queue_capacity:
-                self._stats.rejected += 1
+                with self._stats_lock:
+                    self._stats.rejected += 1
                 raise Overloaded(f"model '{self.name}' has {len(self._queue)} requests queued "
                                  f"(capacity {self.config.queue_capacity}); retry with backoff")
             self._queue.append(pending)
@@ -153,7 +156,8 @@ class Batcher:
         return pending
 
     def stats(self) -> BatchStats:
-        return self._stats.snapshot()
+        with self._stats_lock:
+            return self._stats.snapshot()
 
     def close(self) -> None:
         """Stop the worker after it has answered everything already queued."""
@@ -196,7 +200,8 @@ class Batcher:
         try:
             outputs = self._execute(group)
         except Exception as error:  # noqa: BLE001 (one failed batch must not stop the worker)
-            self._stats.failed_batches += 1
+            with self._stats_lock:
+                self._stats.failed_batches += 1
             self._fail(group, error)
             return
         start = 0
@@ -211,11 +216,12 @@ class Batcher:
             arrays = [np.concatenate(parts) for parts in zip(*(p.arrays for p in group))]
         rows = arrays[0].shape[0]
         outputs = self.runner.run(arrays)
-        stats = self._stats
-        stats.requests += len(group)
-        stats.rows += rows
-        stats.batches += 1
-        stats.batch_rows[rows] += 1
+        with self._stats_lock:
+            stats = self._stats
+            stats.requests += len(group)
+            stats.rows += rows
+            stats.batches += 1
+            stats.batch_rows[rows] += 1
         return outputs
 
     def _fail(self, group: list[_Pending], error: Exception) -> None:
