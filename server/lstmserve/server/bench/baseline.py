@@ -58,7 +58,7 @@ def main(path: str, window_s: float, repeats: int) -> None:
     print(json.dumps(first), flush=True)
     # The first measure's best batch, and the largest (where a loaded server's batches end up): one
     # noisy window in the first measure must not fix a weak reference for the whole sweep.
-    candidates = sorted({first["best_batch"], max(int(b) for b in first["per_batch"])})
+    candidates = sorted({first["best_batch"], max(first["per_batch"])})
     for _ in sys.stdin:
         again = {batch: _best_window(runner, shape, batch, window_s, repeats)["samples_per_s"]
                  for batch in candidates}
