@@ -1,6 +1,7 @@
 """Dynamic batching: every caller gets exactly its own rows, whatever else shares the queue."""
 
 import threading
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 
 import keras
@@ -137,6 +138,36 @@ def test_max_delay_gathers_requests_that_arrive_later(loaded_seed):
         futures = [pool.submit(batcher.run, [batch_of(1, start=i)]) for i in range(4)]
         assert all(f.result(timeout=4)[0].shape == (1, 1) for f in futures)
     assert batcher.stats().batch_rows == {4: 1}
+    batcher.close()
+
+
+class CallerThreadRunner:
+    """A runner that, like the numpy twin, runs on the caller's thread; fails on a poisoned row."""
+
+    runs_on_caller_thread = True
+
+    def __init__(self, runner) -> None:
+        self.runner, self.max_batch = runner, runner.max_batch
+
+    def run(self, arrays):
+        if (arrays[0] == 66.0).any():
+            raise RuntimeError("poisoned row (internal detail that must not reach callers)")
+        return self.runner.run(arrays)
+
+
+@pytest.mark.unit
+def test_a_runner_on_the_callers_thread_is_counted_and_fails_like_a_batch(loaded_seed, seed_h5):
+    import asyncio
+    batcher = Batcher(CallerThreadRunner(loaded_seed.executor.runner), BatchConfig(), "seed")
+    x = batch_of(3)
+    (y,) = asyncio.run(batcher.run_async([x]))
+    np.testing.assert_allclose(y, modelzoo.reference(seed_h5, x)[0], rtol=1e-5, atol=1e-6)
+    with pytest.raises(ModelFailed, match=r"failed to run inputs of shape \[\[2, 1, 1\]\]") as failed:
+        asyncio.run(batcher.run_async([np.full((2, 1, 1), 66.0, np.float32)]))
+    assert "internal detail" not in str(failed.value)
+    stats = batcher.stats()
+    assert (stats.requests, stats.rows, stats.batches, stats.failed_batches) == (1, 3, 1, 1)
+    assert batcher._queue == deque() and stats.batch_rows == {3: 1}
     batcher.close()
 
 

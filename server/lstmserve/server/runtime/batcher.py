@@ -136,9 +136,7 @@ class Batcher:
         if self._direct and arrays[0].shape[0] <= self.config.max_batch:
             # Requests reach the loop one per turn (measured: mean batch 1.1 at 64 callers when
             # gathered per turn), so gathering would only add a turn: run it here and now.
-            pending = _Pending(arrays)
-            self._run_group([pending])
-            return pending.result()
+            return self._run_here(arrays)
         pending = self._enqueue(_Pending(arrays, asyncio.get_running_loop()))
         return await pending.future
 
@@ -196,12 +194,21 @@ class Batcher:
                 return
             self._ready.wait(remaining)
 
+    def _run_here(self, arrays: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """One request on the caller's thread: no queue entry, no split (its rows are the batch)."""
+        try:
+            outputs = self.runner.run(arrays)
+        except Exception as error:  # noqa: BLE001 (answered as ModelFailed, like a queued one)
+            self._count_failure()
+            raise self._model_failed(arrays, error) from None
+        self._count(1, arrays[0].shape[0])
+        return outputs
+
     def _run_group(self, group: list[_Pending]) -> None:
         try:
             outputs = self._execute(group)
         except Exception as error:  # noqa: BLE001 (one failed batch must not stop the worker)
-            with self._stats_lock:
-                self._stats.failed_batches += 1
+            self._count_failure()
             self._fail(group, error)
             return
         start = 0
@@ -214,15 +221,21 @@ class Batcher:
             arrays = group[0].arrays
         else:
             arrays = [np.concatenate(parts) for parts in zip(*(p.arrays for p in group))]
-        rows = arrays[0].shape[0]
         outputs = self.runner.run(arrays)
+        self._count(len(group), arrays[0].shape[0])
+        return outputs
+
+    def _count(self, requests: int, rows: int) -> None:
         with self._stats_lock:
             stats = self._stats
-            stats.requests += len(group)
+            stats.requests += requests
             stats.rows += rows
             stats.batches += 1
             stats.batch_rows[rows] += 1
-        return outputs
+
+    def _count_failure(self) -> None:
+        with self._stats_lock:
+            self._stats.failed_batches += 1
 
     def _fail(self, group: list[_Pending], error: Exception) -> None:
         """Rerun a failed batch's requests one by one, so only a request that fails alone is failed."""
@@ -230,13 +243,17 @@ class Batcher:
             for pending in group:
                 self._run_group([pending])
             return
+        pending = group[0]
+        pending.finish(None, self._model_failed(pending.arrays, error))
+
+    def _model_failed(self, arrays: Sequence[np.ndarray], error: Exception) -> ModelFailed:
+        """The caller's error for a run that failed alone: logged in full here, named by an incident id
+        there (the model's own message may hold paths or internals)."""
         incident = uuid.uuid4().hex[:12]
         log.error("model '%s' failed on a batch (incident %s)", self.name, incident, exc_info=error)
-        pending = group[0]
-        shapes = [list(a.shape) for a in pending.arrays]
-        pending.finish(None, ModelFailed(
-            f"model '{self.name}' failed to run inputs of shape {shapes}; "
-            f"see the server log (incident {incident})"))
+        shapes = [list(a.shape) for a in arrays]
+        return ModelFailed(f"model '{self.name}' failed to run inputs of shape {shapes}; "
+                           f"see the server log (incident {incident})")
 
 
 def _settle_on_loops(group: list[_Pending]) -> None:
