@@ -142,7 +142,7 @@ def test_max_delay_gathers_requests_that_arrive_later(loaded_seed):
 
 
 class CallerThreadRunner:
-    """A runner that, like the numpy twin, runs on the caller's thread; fails on a poisoned row."""
+    """A runner that, like the compiled twin, runs on the caller's thread; fails on a poisoned row."""
 
     runs_on_caller_thread = True
 

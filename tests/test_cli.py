@@ -84,7 +84,7 @@ def test_inspect_describes_a_model_and_predicts_on_zeros(seed_h5):
     assert report["keras_version"] == "3.15.1"
     assert report["inputs"] == ["float32 [batch, timesteps=1, features=1] 'input_layer'"]
     assert report["layers"] == ["LSTM 'lstm'", "Dense 'dense'"]
-    assert report["engine"].startswith("numpy twin")
+    assert report["engine"].startswith("compiled twin")
     assert np.asarray(report["prediction_on_zeros"]["dense"]).shape == (1, 1)
 
 

@@ -27,7 +27,7 @@ def stacked(tmp_path_factory):
     model = keras.Sequential([keras.Input((20, 4)), keras.layers.LSTM(16, return_sequences=True),
                               keras.layers.LSTM(16), keras.layers.Dense(2)])
     path = modelzoo.save(model, tmp_path_factory.mktemp("compiled") / "stacked.h5")
-    return path, load_model(path, "stacked", numpy_twin=False)  # the compiled path is under test
+    return path, load_model(path, "stacked", twin=False)  # the compiled path is under test
 
 
 @pytest.mark.unit
@@ -63,11 +63,14 @@ def test_no_retracing_under_concurrent_load(stacked):
 
 
 @pytest.fixture(scope="module")
-def stacked_twin(stacked):
-    """The same file as served by default: small enough for the numpy twin on the event loop."""
-    path, _ = stacked
+def stacked_twin(tmp_path_factory):
+    """A narrower stack, served as by default: small enough for the compiled twin on the event loop."""
+    keras.utils.set_random_seed(8)
+    model = keras.Sequential([keras.Input((20, 4)), keras.layers.LSTM(6, return_sequences=True),
+                              keras.layers.LSTM(6), keras.layers.Dense(2)])
+    path = modelzoo.save(model, tmp_path_factory.mktemp("twin") / "stacked.h5")
     model = load(path, "stacked")
-    assert type(model.executor.runner).__name__ == "NumpyRunner"
+    assert type(model.executor.runner).__name__ == "TwinRunner"
     return path, model
 
 

@@ -155,10 +155,10 @@ def describe(model) -> dict:
 
 
 def _engine(model) -> str:
-    from lstmserve.server.runtime.numpy_runner import NumpyRunner
+    from lstmserve.server.runtime.twin import TwinRunner
     runner = getattr(model.executor, "runner", model.executor)
-    if isinstance(runner, NumpyRunner):
-        return "numpy twin (checked equal to the compiled model at load)"
+    if isinstance(runner, TwinRunner):
+        return "compiled twin (checked equal to the compiled model at load)"
     return "XLA-compiled function" if getattr(runner, "jit_compile", False) else "traced graph function"
 
 

@@ -52,7 +52,7 @@ def main(path: str, window_s: float, repeats: int) -> None:
     asks between concurrency levels, so the limit is sampled across the same minutes as the server."""
     from lstmserve.server.runtime.model import load_model
     model = load_model(path, "baseline", batching=None)
-    runner = model.executor  # whatever the server runs: the compiled model or its numpy twin
+    runner = model.executor  # whatever the server runs: the compiled model or its compiled twin
     shape = [d or 1 for d in model.inputs[0].shape[1:]]
     first = measure(runner, shape, window_s, repeats)
     print(json.dumps(first), flush=True)

@@ -4,7 +4,7 @@ A Keras LSTM costs nearly the same per call at batch 64 as at batch 1, so reques
 together are concatenated, run once, and split back. Requests whose non-batch shapes differ (free
 timesteps) are grouped by shape, never padded: padding would change an unmasked model's answer.
 The worker thread keeps model work off the RPC threads, so health and metadata stay responsive; only
-a runner that answers in microseconds on the caller's thread (the numpy twin) skips the queue.
+a runner that answers in microseconds on the caller's thread (the compiled twin) skips the queue.
 """
 
 from __future__ import annotations
@@ -119,7 +119,7 @@ class Batcher:
         self._queue: deque[_Pending] = deque()
         self._ready = threading.Condition(threading.Lock())
         self._closed = False
-        # A runner that answers in microseconds on the caller's thread (the numpy twin) gains nothing
+        # A runner that answers in microseconds on the caller's thread (the compiled twin) gains nothing
         # from a queue: the hand-off to the worker and back would cost more than the model.
         self._direct = getattr(runner, "runs_on_caller_thread", False)
         self._worker = threading.Thread(target=self._serve, name=f"batcher-{name}", daemon=True)

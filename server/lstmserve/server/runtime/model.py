@@ -16,10 +16,10 @@ from lstmserve.server.runtime.errors import ModelLoadError
 from lstmserve.server.runtime.loader import LoadOptions, load_keras_model
 from lstmserve.server.runtime.modelfile import ModelFile, read_model_file
 from lstmserve.server.runtime.modes import PROBABILISTIC, Mode, OutputHead
-from lstmserve.server.runtime.numpy_runner import build_numpy_runner
 from lstmserve.server.runtime.preparation import Preparation
 from lstmserve.server.runtime.runner import DEFAULT_BUCKETS, CompiledRunner
 from lstmserve.server.runtime.signature import TensorSpec, bind_inputs
+from lstmserve.server.runtime.twin import build_twin
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +66,7 @@ class LoadedModel:
 
     async def predict_async(self, inputs: Mapping[str, np.ndarray], mode: Mode,
                             prepared: bool = False) -> Prediction:
-        """`predict` for an event loop: the model runs on the batcher's thread (a numpy twin, whose
+        """`predict` for an event loop: the model runs on the batcher's thread (a compiled twin, whose
         full batch is bounded to microseconds of work, runs in place)."""
         raw, arrays, model_arrays = self._check(inputs, mode, prepared)
         run_async = getattr(self.executor, "run_async", None)
@@ -102,7 +102,7 @@ class LoadedModel:
 def load_model(path: str | Path, name: str | None = None, version: str = "1",
                options: LoadOptions | None = None, buckets=DEFAULT_BUCKETS,
                jit_compile: bool = True, batching: BatchConfig | None = DEFAULT_BATCHING,
-               numpy_twin: bool = True) -> LoadedModel:
+               twin: bool = True) -> LoadedModel:
     """Read, check, load, compile and warm one .h5 file; batching None runs each request alone."""
     model_file = read_model_file(path)
     keras_model, steps = load_keras_model(model_file, options or LoadOptions())
@@ -111,9 +111,9 @@ def load_model(path: str | Path, name: str | None = None, version: str = "1",
     heads = tuple(_heads(keras_model, serving.get("labels") or {}))
     runner = CompiledRunner(keras_model, inputs, buckets, jit_compile)
     runner.warm()
-    fast = build_numpy_runner(keras_model, inputs, runner, runner.max_batch) if numpy_twin else None
+    fast = build_twin(keras_model, inputs, runner, runner.max_batch) if twin else None
     if fast is not None:
-        log.info("model %s runs as a numpy twin (a plain recurrent stack, equal to the compiled model)",
+        log.info("model %s runs as a compiled twin (a plain recurrent stack, equal to the compiled model)",
                  Path(path).name)
     name = name or Path(path).stem
     executor = fast or runner

@@ -65,7 +65,7 @@ def create_server(registry: ModelRegistry, address: str = "127.0.0.1:0",
     """A started server on `address` (port 0 picks a free port), NOT_SERVING until told otherwise.
 
     One event loop answers every call (no thread per call, so no contention for the interpreter lock
-    between calls); models run on their batchers' threads (tiny numpy twins in place). `workers`
+    between calls); models run on their batchers' threads (tiny compiled twins in place). `workers`
     threads serve any handler that is not a coroutine.
     """
     loop = asyncio.new_event_loop()

@@ -1,7 +1,7 @@
 """PredictionService: decode, call the runtime, encode. No model logic lives here.
 
 Handlers are coroutines on the server's event loop: the model itself runs on its batcher's thread
-(only a tiny model's numpy twin runs in place), so the loop stays free for health and metadata calls.
+(only a tiny model's compiled twin runs in place), so the loop stays free for health and metadata calls.
 """
 
 from __future__ import annotations
