@@ -57,7 +57,9 @@ def fill_tensor(tensor: tpb.Tensor, array: np.ndarray | list | float) -> None:
         wire = wire_dtype(arr.dtype)
     tensor.dtype = wire
     tensor.shape.extend(arr.shape)
-    tensor.content = np.ascontiguousarray(arr, dtype=_NUMPY_BY_WIRE[wire]).tobytes()
+    on_wire = _NUMPY_BY_WIRE[wire]
+    # tobytes() writes C order whatever the layout; only a big-endian host has bytes to swap.
+    tensor.content = (arr if arr.dtype == on_wire else arr.astype(on_wire)).tobytes()
 
 
 def from_tensor(tensor: tpb.Tensor, name: str = "tensor") -> np.ndarray:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -35,7 +36,7 @@ class OutputHead:
     def units(self) -> int | None:
         return self.spec.shape[-1] if len(self.spec.shape) > 1 else 1
 
-    @property
+    @functools.cached_property  # asked on every request
     def modes(self) -> tuple[Mode, ...]:
         if self.activation in PROBABILISTIC:
             return (Mode.VALUES, Mode.CLASSES, Mode.PROBABILITIES)
