@@ -100,3 +100,16 @@ def test_a_stack_over_the_arithmetic_budget_keeps_the_compiled_runner(tmp_path):
     wide = _stack(keras.layers.LSTM(32), keras.layers.Dense(1), input_shape=(30, 4))
     model = load(modelzoo.save(wide, tmp_path / "wide.h5"), "wide")
     assert isinstance(model.executor.runner, CompiledRunner)
+
+
+def test_a_dense_stack_on_flat_rows_is_a_twin_too(tmp_path):
+    # [rows, features] inputs run as one step inside the kernels and come back without a steps axis.
+    mlp = _random_biases(_stack(keras.layers.Dense(6, activation="relu"), keras.layers.Dropout(0.2),
+                                keras.layers.Dense(3, activation="softmax"), input_shape=(4,)))
+    path = modelzoo.save(mlp, tmp_path / "mlp.h5")
+    model = load(path, "mlp")
+    assert isinstance(model.executor.runner, TwinRunner)
+    x = np.random.default_rng(3).normal(size=(9, 4)).astype(np.float32)
+    (served,) = model.executor.runner.run([x])
+    assert served.shape == (9, 3)
+    np.testing.assert_allclose(served, modelzoo.reference(path, x)[0], rtol=1e-5, atol=1e-5)
