@@ -151,7 +151,8 @@ def _recurrent(x, weights, layer, gates):
     z = np.empty(width, np.float32)
     hz = np.empty(width, np.float32)
     h = np.empty(units, np.float32)
-    c = np.empty(units, np.float32)
+    c = np.empty(units, np.float32)  # an LSTM's cell state; a GRU's update and reset gates use `gru`
+    gru = np.empty(2 * units, np.float32)
     for r in range(rows):
         h[:] = 0.0
         c[:] = 0.0
@@ -161,7 +162,7 @@ def _recurrent(x, weights, layer, gates):
             if gates == 4:
                 _lstm_cell(z, hz, h, c, layer[ACTIVATION], layer[RECURRENT])
             elif gates == 3:
-                _gru_cell(z, hz, h, recurrent_kernel, layer[ACTIVATION], layer[RECURRENT],
+                _gru_cell(z, hz, h, gru, recurrent_kernel, layer[ACTIVATION], layer[RECURRENT],
                           layer[FLAGS] & RESET_AFTER)
             else:
                 for j in range(units):
@@ -186,10 +187,9 @@ def _lstm_cell(z, hz, h, c, activation, recurrent):
 
 
 @_kernel
-def _gru_cell(z, hz, h, recurrent_kernel, activation, recurrent, reset_after):
+def _gru_cell(z, hz, h, gates, recurrent_kernel, activation, recurrent, reset_after):
     units = h.shape[0]
-    update = np.empty(units, np.float32)
-    reset = np.empty(units, np.float32)
+    update, reset = gates[:units], gates[units:]  # the caller's buffer: no allocation per step
     for j in range(units):  # Keras's gate order: update, reset, candidate
         update[j] = _activate(z[j] + hz[j], recurrent)
         reset[j] = _activate(z[units + j] + hz[units + j], recurrent)
