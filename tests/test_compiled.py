@@ -20,13 +20,18 @@ from lstmserve.v1 import prediction_service_pb2 as pb
 from lstmserve.v1 import prediction_service_pb2_grpc as pb_grpc
 
 
+def _save_stack(units: int, folder):
+    """Two stacked LSTM(units) over 20 steps of 4 features, then Dense(2), saved as stacked.h5."""
+    keras.utils.set_random_seed(8)
+    model = keras.Sequential([keras.Input((20, 4)), keras.layers.LSTM(units, return_sequences=True),
+                              keras.layers.LSTM(units), keras.layers.Dense(2)])
+    return modelzoo.save(model, folder / "stacked.h5")
+
+
 @pytest.fixture(scope="module")
 def stacked(tmp_path_factory):
-    """A small version of the benchmark's heavy model: two stacked LSTMs over 20 steps."""
-    keras.utils.set_random_seed(8)
-    model = keras.Sequential([keras.Input((20, 4)), keras.layers.LSTM(16, return_sequences=True),
-                              keras.layers.LSTM(16), keras.layers.Dense(2)])
-    path = modelzoo.save(model, tmp_path_factory.mktemp("compiled") / "stacked.h5")
+    """A small version of the benchmark's heavy model."""
+    path = _save_stack(16, tmp_path_factory.mktemp("compiled"))
     return path, load_model(path, "stacked", twin=False)  # the compiled path is under test
 
 
@@ -65,10 +70,7 @@ def test_no_retracing_under_concurrent_load(stacked):
 @pytest.fixture(scope="module")
 def stacked_twin(tmp_path_factory):
     """A narrower stack, served as by default: small enough for the compiled twin on the event loop."""
-    keras.utils.set_random_seed(8)
-    model = keras.Sequential([keras.Input((20, 4)), keras.layers.LSTM(6, return_sequences=True),
-                              keras.layers.LSTM(6), keras.layers.Dense(2)])
-    path = modelzoo.save(model, tmp_path_factory.mktemp("twin") / "stacked.h5")
+    path = _save_stack(6, tmp_path_factory.mktemp("twin"))
     model = load(path, "stacked")
     assert type(model.executor.runner).__name__ == "TwinRunner"
     return path, model
