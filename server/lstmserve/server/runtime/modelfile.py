@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import h5py
+from h5py import h5d, h5z
 
 from lstmserve.server.runtime.errors import ModelLoadError, UnsafeModelError
 
@@ -39,7 +40,7 @@ def read_model_file(path: str | Path) -> ModelFile:
         raise ModelLoadError(f"model file {path} does not exist")
     try:
         with h5py.File(path, "r") as h5:
-            refuse_links_and_virtual_datasets(h5)
+            refuse_outside_storage(h5)
             attrs = dict(h5.attrs)
     except OSError as error:
         raise ModelLoadError(f"{path} is not a readable HDF5 file ({error})") from None
@@ -58,23 +59,51 @@ def read_model_file(path: str | Path) -> ModelFile:
     )
 
 
-def refuse_links_and_virtual_datasets(h5: h5py.File) -> None:
-    """External links and virtual datasets make h5py read other files: refused, whatever the flags."""
+# Filters compiled into HDF5 and h5py. Any other filter id makes HDF5 search its plugin path and load a
+# shared library named by the file: code from outside the file, refused like a Lambda layer.
+BUILTIN_FILTERS = {
+    h5z.FILTER_DEFLATE: "deflate", h5z.FILTER_SHUFFLE: "shuffle", h5z.FILTER_FLETCHER32: "fletcher32",
+    h5z.FILTER_SZIP: "szip", h5z.FILTER_NBIT: "nbit", h5z.FILTER_SCALEOFFSET: "scaleoffset",
+    h5z.FILTER_LZF: "lzf",
+}
+
+
+def refuse_outside_storage(h5: h5py.File) -> None:
+    """Refuse every way an HDF5 file reaches outside itself: external links, virtual datasets,
+    external raw storage (a dataset whose bytes are another file's, /etc/passwd say) and filters
+    that HDF5 would load as plugins. Checked on each dataset's creation property list, before any
+    dataset's data is read."""
     def check(name: str, link: h5py.HLObject) -> str | None:
         # A value returned stops the visit; an exception raised in here would surface from h5py's
         # C callback as a SystemError, not as the refusal.
         if isinstance(link, h5py.ExternalLink):
             return (f"{h5.filename}: '{name}' is an HDF5 external link to {link.filename}; "
                     "model files must be self-contained")
-        if isinstance(link, h5py.HardLink):
-            obj = h5[name]
-            if isinstance(obj, h5py.Dataset) and obj.is_virtual:
-                return (f"{h5.filename}: dataset '{name}' is a virtual dataset reading other files; "
-                        "model files must be self-contained")
+        if isinstance(link, h5py.HardLink) and h5.get(name, getclass=True) is h5py.Dataset:
+            return _storage_problem(h5.filename, name, h5[name])
         return None
     problem = h5.visititems_links(check)
     if problem:
         raise UnsafeModelError(problem)
+
+
+def _storage_problem(filename: str, name: str, dataset: h5py.Dataset) -> str | None:
+    plist = dataset.id.get_create_plist()
+    if plist.get_layout() == h5d.VIRTUAL:
+        return (f"{filename}: dataset '{name}' is a virtual dataset reading other files; "
+                "model files must be self-contained")
+    if plist.get_external_count():
+        files = [plist.get_external(i)[0].decode(errors="replace")
+                 for i in range(plist.get_external_count())]
+        return (f"{filename}: dataset '{name}' keeps its bytes in external files {files}, not in the "
+                "model file; model files must be self-contained")
+    for index in range(plist.get_nfilters()):
+        code, _, _, label = plist.get_filter(index)
+        if code not in BUILTIN_FILTERS:
+            return (f"{filename}: dataset '{name}' is compressed with HDF5 filter {code} "
+                    f"({label.decode(errors='replace') or 'unnamed'}), which HDF5 would load as a "
+                    f"plugin; allowed filters: {', '.join(sorted(BUILTIN_FILTERS.values()))}")
+    return None
 
 
 def write_serving_metadata(path: str | Path, metadata: dict[str, Any]) -> None:
