@@ -17,9 +17,10 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
-$(STAMP): $(BIN)/python constraints.txt requirements-dev.txt client/pyproject.toml server/pyproject.toml trainer/pyproject.toml
+$(STAMP): $(BIN)/python constraints.txt requirements-dev.txt client/pyproject.toml format/pyproject.toml \
+		server/pyproject.toml trainer/pyproject.toml
 	$(BIN)/pip install --quiet -c constraints.txt -r requirements-dev.txt \
-		-e ./client -e ./server -e ./trainer
+		-e ./client -e ./format -e ./server -e ./trainer
 	touch $@
 
 # Generated code is checked in; this rebuilds it whenever a .proto is newer.
@@ -43,22 +44,23 @@ serve: setup demo-models
 	$(BIN)/lstmserve serve --model seed=$(MODELS)/seed.h5 \
 		--model classifier=$(MODELS)/classifier.h5 --port $(PORT)
 
-test: setup
+# The linter runs first, so CI fails on it too.
+test: setup lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-test-fast: setup
+test-fast: setup lint
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
 # The trainer's quality bar on the airline series (prints RMSE next to persistence and seasonal naive).
 airline-benchmark: setup
-	$(BIN)/python -m lstmserve.trainer.benchmark
+	TF_CPP_MIN_LOG_LEVEL=2 $(BIN)/python -m lstmserve.trainer.airline_accuracy
 
 # The server against its limits (bare gRPC, the model in-process); JSON and PNG in bench-results/.
 bench: setup
 	$(BIN)/lstmserve bench --out bench-results $(BENCH_ARGS)
 
 lint: setup
-	$(BIN)/ruff check client server trainer tests
+	$(BIN)/ruff check client format server trainer tests
 
 clean:
 	rm -rf $(VENV) $(MODELS) .pytest_cache

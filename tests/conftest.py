@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from lstmserve.server.process import prepare_tensorflow
+
+prepare_tensorflow()  # the test session is an entry point: TensorFlow's environment before it loads
 
 from lstmserve.client import Client  # noqa: E402
-from lstmserve.server.runtime.loader import LoadOptions  # noqa: E402
-from lstmserve.server.runtime.model import LoadedModel, load_model  # noqa: E402
-from lstmserve.server.runtime.registry import ModelRegistry  # noqa: E402
+from lstmserve.server.loading.build import LoadOptions  # noqa: E402
+from lstmserve.server.loading.load import load_model  # noqa: E402
+from lstmserve.server.serving.model import LoadedModel  # noqa: E402
+from lstmserve.server.serving.registry import ModelRegistry  # noqa: E402
 from lstmserve.server.transport.server import RunningServer, create_server  # noqa: E402
 
 

@@ -8,7 +8,7 @@ import numpy as np
 from h5edit import edit_config, layer_weights, set_layer_weights, set_versions
 
 # The runtime's own walk over a config tree; it imports no Keras, so this tf-keras process can use it.
-from lstmserve.server.runtime.compat.configs import layer_nodes
+from lstmserve.server.loading.compat.configs import layer_nodes
 
 # What Keras 2.0 kept of a compiled model: `lr`, and metrics as bare function names.
 KERAS20_TRAINING = {

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from lstmserve.client import Client, to_tensor
-from lstmserve.server.runtime.model import LoadedModel
+from lstmserve.server.serving.model import LoadedModel
 from lstmserve.v1 import model_pb2 as mpb
 from lstmserve.v1 import prediction_service_pb2 as pb
 from lstmserve.v1 import prediction_service_pb2_grpc as pb_grpc
@@ -105,19 +105,20 @@ def test_mismatched_batch_sizes_across_inputs(start_server, tmp_path):
     assert "must share one batch size; got {'series': 2, 'static': 3}" in caught.value.message
 
 
-class _Exploding:
-    def run(self, arrays):
-        raise RuntimeError("secret path /srv/models/x.h5 in a stack trace")
-
-
 def test_unexpected_failure_is_internal_without_leaking_details(start_server, loaded_seed):
     from dataclasses import replace
-    broken: LoadedModel = replace(loaded_seed, name="broken", executor=_Exploding())
+
+    from engines import ExplodingEngine
+
+    from lstmserve.server.engine.batcher import Batcher
+    engine = Batcher(ExplodingEngine(), name="broken")
+    broken: LoadedModel = replace(loaded_seed, name="broken", engine=engine)
     server = start_server(broken)
     with Client(f"127.0.0.1:{server.port}") as client, pytest.raises(Exception) as caught:
         client.predict(GOOD)
     assert caught.value.code.name == "INTERNAL"
-    assert "internal server error (incident" in caught.value.message
+    assert "model 'broken' failed to run inputs of shape [[5, 1, 1]]; see the server log (incident" \
+        in caught.value.message
     assert "secret" not in caught.value.message and "Traceback" not in caught.value.message
 
 

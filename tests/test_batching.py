@@ -9,38 +9,40 @@ import modelzoo
 import numpy as np
 import pytest
 from conftest import load
+from engines import WrappedEngine
 
 from lstmserve.client import Client, LstmserveError
-from lstmserve.server.runtime.batcher import BatchConfig, Batcher
-from lstmserve.server.runtime.errors import ModelFailed, Overloaded
+from lstmserve.server.engine.base import BatchConfig
+from lstmserve.server.engine.batcher import Batcher
+from lstmserve.server.errors import ModelFailed, Overloaded
 from lstmserve.v1 import stats_pb2 as spb
 from lstmserve.v1 import stats_pb2_grpc as spb_grpc
 
 
-class GatedRunner:
-    """The real compiled runner, held at its first call until released, so the rest pile up in the queue."""
+class GatedEngine(WrappedEngine):
+    """The model's real engine, held at its first call until released, so the rest pile up in the queue."""
 
-    def __init__(self, runner, poison: float | None = None) -> None:
-        self.runner, self.poison = runner, poison
-        self.max_batch = runner.max_batch
+    def __init__(self, engine, poison: float | None = None) -> None:
+        super().__init__(engine)
+        self.poison = poison
         self.entered, self.release = threading.Event(), threading.Event()
         self.batches: list[int] = []
 
-    def run(self, arrays):
+    def predict(self, arrays):
         self.entered.set()
-        assert self.release.wait(30), "test never released the runner"
+        assert self.release.wait(30), "test never released the engine"
         if self.poison is not None and (arrays[0] == self.poison).any():
             raise RuntimeError("poisoned row (internal detail that must not reach callers)")
         self.batches.append(arrays[0].shape[0])
-        return self.runner.run(arrays)
+        return self.engine.predict(arrays)
 
 
-def burst(batcher: Batcher, gate: GatedRunner, requests: list[list[np.ndarray]]) -> list:
+def burst(batcher: Batcher, gate: GatedEngine, requests: list[list[np.ndarray]]) -> list:
     """Run the first request alone, queue the others behind it, then let them all through."""
     with ThreadPoolExecutor(len(requests)) as pool:
-        futures = [pool.submit(batcher.run, requests[0])]
+        futures = [pool.submit(batcher.predict, requests[0])]
         assert gate.entered.wait(30)
-        futures += [pool.submit(batcher.run, r) for r in requests[1:]]
+        futures += [pool.submit(batcher.predict, r) for r in requests[1:]]
         while len(batcher._queue) < len(requests) - 1:
             threading.Event().wait(0.005)
         gate.release.set()
@@ -53,7 +55,7 @@ def batch_of(rows: int, timesteps: int = 1, start: float = 0.0) -> np.ndarray:
 
 @pytest.mark.unit
 def test_mixed_batch_sizes_are_split_back_to_their_callers(loaded_seed, seed_h5):
-    gate = GatedRunner(loaded_seed.executor.runner)
+    gate = GatedEngine(loaded_seed.engine.engine)
     batcher = Batcher(gate, BatchConfig(max_batch=64), "seed")
     sizes = [2, 1, 5, 3, 7, 1, 4]
     requests = [[batch_of(n, start=i)] for i, n in enumerate(sizes)]
@@ -68,7 +70,7 @@ def test_mixed_batch_sizes_are_split_back_to_their_callers(loaded_seed, seed_h5)
 
 @pytest.mark.unit
 def test_batches_are_cut_at_max_batch_rows(loaded_seed, seed_h5):
-    gate = GatedRunner(loaded_seed.executor.runner)
+    gate = GatedEngine(loaded_seed.engine.engine)
     batcher = Batcher(gate, BatchConfig(max_batch=8), "seed")
     requests = [[batch_of(n, start=i)] for i, n in enumerate([1, 5, 3, 4, 2, 20])]
     answers = burst(batcher, gate, requests)
@@ -80,7 +82,7 @@ def test_batches_are_cut_at_max_batch_rows(loaded_seed, seed_h5):
 
 @pytest.mark.unit
 def test_a_failing_batch_fails_only_the_request_that_fails_alone(loaded_seed, seed_h5):
-    gate = GatedRunner(loaded_seed.executor.runner, poison=66.0)
+    gate = GatedEngine(loaded_seed.engine.engine, poison=66.0)
     batcher = Batcher(gate, BatchConfig(), "seed")
     requests = [[batch_of(2)], [batch_of(3, start=1)], [np.full((2, 1, 1), 66.0, np.float32)],
                 [batch_of(4, start=2)]]
@@ -101,7 +103,7 @@ def test_free_timesteps_are_grouped_by_length_not_padded(tmp_path):
     path = modelzoo.save(keras.Sequential([keras.Input((None, 1)), keras.layers.LSTM(4),
                                            keras.layers.Dense(1)]), tmp_path / "free.h5")
     model = load(path, "free")
-    gate = GatedRunner(model.executor.runner)
+    gate = GatedEngine(model.engine.engine)
     batcher = Batcher(gate, BatchConfig(), "free")
     lengths = [4, 3, 5, 3, 5, 3]
     requests = [[batch_of(2, t, start=i)] for i, t in enumerate(lengths)]
@@ -114,16 +116,16 @@ def test_free_timesteps_are_grouped_by_length_not_padded(tmp_path):
 
 @pytest.mark.unit
 def test_a_full_queue_refuses_with_overloaded(loaded_seed):
-    gate = GatedRunner(loaded_seed.executor.runner)
+    gate = GatedEngine(loaded_seed.engine.engine)
     batcher = Batcher(gate, BatchConfig(queue_capacity=2), "seed")
     with ThreadPoolExecutor(3) as pool:
-        futures = [pool.submit(batcher.run, [batch_of(1)])]
+        futures = [pool.submit(batcher.predict, [batch_of(1)])]
         assert gate.entered.wait(30)
-        futures += [pool.submit(batcher.run, [batch_of(1)]) for _ in range(2)]
+        futures += [pool.submit(batcher.predict, [batch_of(1)]) for _ in range(2)]
         while len(batcher._queue) < 2:
             threading.Event().wait(0.005)
         with pytest.raises(Overloaded, match=r"model 'seed' has 2 requests queued \(capacity 2\)"):
-            batcher.run([batch_of(1)])
+            batcher.predict([batch_of(1)])
         gate.release.set()
         assert all(f.result()[0].shape == (1, 1) for f in futures)
     assert batcher.stats().rejected == 1
@@ -132,38 +134,36 @@ def test_a_full_queue_refuses_with_overloaded(loaded_seed):
 
 @pytest.mark.unit
 def test_max_delay_gathers_requests_that_arrive_later(loaded_seed):
-    batcher = Batcher(loaded_seed.executor.runner, BatchConfig(max_batch=4, max_delay_s=5.0), "seed")
+    batcher = Batcher(WrappedEngine(loaded_seed.engine.engine), BatchConfig(max_batch=4, max_delay_s=5.0),
+                      "seed")
     with ThreadPoolExecutor(4) as pool:
         # A full batch (4 rows) starts at once; nothing waits the 5 s delay.
-        futures = [pool.submit(batcher.run, [batch_of(1, start=i)]) for i in range(4)]
+        futures = [pool.submit(batcher.predict, [batch_of(1, start=i)]) for i in range(4)]
         assert all(f.result(timeout=4)[0].shape == (1, 1) for f in futures)
     assert batcher.stats().batch_rows == {4: 1}
     batcher.close()
 
 
-class CallerThreadRunner:
-    """A runner that, like the compiled twin, runs on the caller's thread; fails on a poisoned row."""
+class InlineEngine(WrappedEngine):
+    """An engine that, like the compiled twin, runs on the caller's thread; fails on a poisoned row."""
 
-    runs_on_caller_thread = True
+    inline = True
 
-    def __init__(self, runner) -> None:
-        self.runner, self.max_batch = runner, runner.max_batch
-
-    def run(self, arrays):
+    def predict(self, arrays):
         if (arrays[0] == 66.0).any():
             raise RuntimeError("poisoned row (internal detail that must not reach callers)")
-        return self.runner.run(arrays)
+        return self.engine.predict(arrays)
 
 
 @pytest.mark.unit
-def test_a_runner_on_the_callers_thread_is_counted_and_fails_like_a_batch(loaded_seed, seed_h5):
+def test_an_inline_engine_is_counted_and_fails_like_a_batch(loaded_seed, seed_h5):
     import asyncio
-    batcher = Batcher(CallerThreadRunner(loaded_seed.executor.runner), BatchConfig(), "seed")
+    batcher = Batcher(InlineEngine(loaded_seed.engine.engine), BatchConfig(), "seed")
     x = batch_of(3)
-    (y,) = asyncio.run(batcher.run_async([x]))
+    (y,) = asyncio.run(batcher.predict_async([x]))
     np.testing.assert_allclose(y, modelzoo.reference(seed_h5, x)[0], rtol=1e-5, atol=1e-6)
     with pytest.raises(ModelFailed, match=r"failed to run inputs of shape \[\[2, 1, 1\]\]") as failed:
-        asyncio.run(batcher.run_async([np.full((2, 1, 1), 66.0, np.float32)]))
+        asyncio.run(batcher.predict_async([np.full((2, 1, 1), 66.0, np.float32)]))
     assert "internal detail" not in str(failed.value)
     stats = batcher.stats()
     assert (stats.requests, stats.rows, stats.batches, stats.failed_batches) == (1, 3, 1, 1)

@@ -13,8 +13,8 @@ from conftest import load
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from lstmserve.client.tensors import to_tensor
-from lstmserve.server.runtime.model import load_model
-from lstmserve.server.runtime.runner import DEFAULT_BUCKETS
+from lstmserve.server.engine.base import DEFAULT_BUCKETS, EngineConfig
+from lstmserve.server.loading.load import load_model
 from lstmserve.v1 import model_pb2 as mpb
 from lstmserve.v1 import prediction_service_pb2 as pb
 from lstmserve.v1 import prediction_service_pb2_grpc as pb_grpc
@@ -32,18 +32,18 @@ def _save_stack(units: int, folder):
 def stacked(tmp_path_factory):
     """A small version of the benchmark's heavy model."""
     path = _save_stack(16, tmp_path_factory.mktemp("compiled"))
-    return path, load_model(path, "stacked", twin=False)  # the compiled path is under test
+    return path, load_model(path, "stacked", engine=EngineConfig(twin=False))  # the compiled path
 
 
 @pytest.mark.unit
 def test_every_bucket_size_equals_keras_within_float32_tolerance(stacked):
     path, model = stacked
-    runner = model.executor.runner
+    runner = model.engine.engine
     assert runner.jit_compile  # the XLA path is the one under test
     rng = np.random.default_rng(1)
     for rows in (1, 2, 3, 7, 8, 31, 64, 65, 130):  # exact buckets, padded ones, chunked ones
         x = rng.normal(size=(rows, 20, 4)).astype(np.float32)
-        (served,) = runner.run([x])
+        (served,) = runner.predict([x])
         assert served.shape == (rows, 2)
         np.testing.assert_allclose(served, modelzoo.reference(path, x)[0], rtol=1e-4, atol=1e-5)
 
@@ -51,7 +51,7 @@ def test_every_bucket_size_equals_keras_within_float32_tolerance(stacked):
 @pytest.mark.unit
 def test_no_retracing_under_concurrent_load(stacked):
     _, model = stacked
-    runner = model.executor.runner
+    runner = model.engine.engine
     traced = runner.tracing_count
     assert traced >= len(DEFAULT_BUCKETS)  # every bucket was traced while warming
     rng = np.random.default_rng(2)
@@ -59,7 +59,7 @@ def test_no_retracing_under_concurrent_load(stacked):
 
     def call(rows: int) -> tuple:
         x = rng.normal(size=(rows, 20, 4)).astype(np.float32)
-        return model.executor.run([x])[0].shape
+        return model.engine.predict([x])[0].shape
 
     with ThreadPoolExecutor(16) as pool:
         shapes = list(pool.map(call, sizes))
@@ -72,7 +72,7 @@ def stacked_twin(tmp_path_factory):
     """A narrower stack, served as by default: small enough for the compiled twin on the event loop."""
     path = _save_stack(6, tmp_path_factory.mktemp("twin"))
     model = load(path, "stacked")
-    assert type(model.executor.runner).__name__ == "TwinRunner"
+    assert type(model.engine.engine).__name__ == "TwinEngine"
     return path, model
 
 

@@ -8,8 +8,8 @@ import sys
 import hostile_files
 import pytest
 
-from lstmserve.server.runtime.errors import UnsafeModelError
-from lstmserve.server.runtime.model import load_model
+from lstmserve.server.errors import UnsafeModelError
+from lstmserve.server.loading.load import load_model
 
 pytestmark = pytest.mark.unit
 

@@ -18,11 +18,13 @@ import numpy as np
 import pytest
 
 from lstmserve.client import Client
-from lstmserve.server.runtime.errors import ModelLoadError, UnsafeModelError
-from lstmserve.server.runtime.loader import LoadOptions
-from lstmserve.server.runtime.model import LoadedModel, load_model
-from lstmserve.server.runtime.modes import Mode
-from lstmserve.server.runtime.safety import check_config
+from lstmserve.server.engine.base import EngineConfig
+from lstmserve.server.errors import ModelLoadError, UnsafeModelError
+from lstmserve.server.loading.build import LoadOptions
+from lstmserve.server.loading.load import load_model
+from lstmserve.server.loading.safety import check_config
+from lstmserve.server.serving.heads import Mode
+from lstmserve.server.serving.model import LoadedModel
 
 TOLERANCE = 1e-5
 # Each corpus file and what the loader must have done to read it (one fragment per step expected).
@@ -58,10 +60,9 @@ def oracle(corpus: Path, name: str) -> tuple[list[np.ndarray], list[np.ndarray]]
     return [saved[f"x{i}"] for i in range(count("x"))], [saved[f"y{i}"] for i in range(count("y"))]
 
 
-def load(path: Path, name: str | None = None, batching: bool = False, **options) -> LoadedModel:
-    # One small bucket keeps XLA compilation short; batching only where a server runs.
-    extra = {} if batching else {"batching": None}
-    return load_model(path, name, options=LoadOptions.create(**options), buckets=(4,), **extra)
+def load(path: Path, name: str | None = None, **options) -> LoadedModel:
+    # One small bucket keeps XLA compilation short.
+    return load_model(path, name, options=LoadOptions.create(**options), engine=EngineConfig(buckets=(4,)))
 
 
 def served(model: LoadedModel, inputs: list[np.ndarray]) -> list[np.ndarray]:
@@ -95,7 +96,7 @@ def assert_steps(model: LoadedModel, name: str) -> None:
 @pytest.mark.integration
 def test_legacy_files_served_over_grpc(corpus, start_server):
     """Keras 2.0, CuDNN, multi-input/-output and encoder-decoder files through a real server."""
-    models = [load(corpus / f"{name}.h5", name, batching=True) for name in SERVED_OVER_GRPC]
+    models = [load(corpus / f"{name}.h5", name) for name in SERVED_OVER_GRPC]
     server = start_server(*models)
     with Client(f"127.0.0.1:{server.port}", timeout=30) as client:
         for model in models:
@@ -180,7 +181,7 @@ def test_shadowing_class_from_a_foreign_module_is_refused_before_deserialising()
 @pytest.mark.slow
 def test_supplied_custom_class_wins_over_the_builtin_of_its_name(corpus):
     model = load(corpus / "custom_attention.h5", custom_modules=("custom_layers",))
-    assert type(model.keras_model.get_layer("attention")).__module__ == "custom_layers"
+    assert "Attention 'attention' from custom_layers" in model.layers
     inputs, expected = oracle(corpus, "custom_attention")
     assert_matches(served(model, inputs), expected)
 

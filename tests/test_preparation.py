@@ -3,9 +3,8 @@
 import numpy as np
 import pytest
 
-from lstmserve.server.runtime.errors import InvalidInput, ModelLoadError
-from lstmserve.server.runtime.preparation import Preparation, fit_preparation
-from lstmserve.server.runtime.signature import TensorSpec
+from lstmserve.format.errors import FormatError, RawInputError
+from lstmserve.format.preparation import Preparation, fit_preparation
 
 pytestmark = pytest.mark.unit
 
@@ -41,14 +40,14 @@ def test_fitted_on_training_rows_only():
 
 def test_raw_specs_ask_for_the_lag_in_front_of_the_window():
     prep = fit_preparation(SERIES, ["sales", "price"], "sales", lags=[1, 12])
-    model = [TensorSpec("x", np.dtype("float32"), (None, 6, 2))]
-    assert prep.raw_input_specs(model)[0].shape == (None, 19, 2)
+    model = (None, 6, 2)
+    assert prep.raw_shape(model) == (None, 19, 2)
     assert prep.raw_timesteps(model) == 19
     assert Preparation().raw_timesteps(model) == 6
 
 
 def test_unknown_step_kind_refuses_to_load():
-    with pytest.raises(ModelLoadError, match="step kind 'boxcox' is unknown"):
+    with pytest.raises(FormatError, match="step kind 'boxcox' is unknown"):
         Preparation.from_metadata({"input_steps": [{"kind": "boxcox", "features": ["x"]}],
                                    "raw_features": ["x"]})
 
@@ -57,5 +56,5 @@ def test_log_preparation_refuses_non_positive_raw_inputs():
     prep = fit_preparation(SERIES, ["sales", "price"], "sales", lags=[1], log=True)
     raw = SERIES[:8][None].copy()
     raw[0, 3, 1] = 0.0
-    with pytest.raises(InvalidInput, match="must be > 0.*received a minimum of 0"):
+    with pytest.raises(RawInputError, match="must be > 0.*received a minimum of 0"):
         prep.prepare([raw])

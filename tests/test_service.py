@@ -9,7 +9,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from lstmserve.client import Client
-from lstmserve.server.runtime.registry import ModelRegistry
+from lstmserve.server.serving.registry import ModelRegistry
 from lstmserve.server.transport.server import create_server, load_in_background
 from lstmserve.v1 import model_pb2 as mpb
 

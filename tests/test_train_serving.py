@@ -8,8 +8,8 @@ import pytest
 from conftest import load
 
 from lstmserve.client import Client
-from lstmserve.server.runtime.modelfile import METADATA_ATTR
-from lstmserve.server.runtime.preparation import Preparation
+from lstmserve.format.metadata import METADATA_ATTR
+from lstmserve.format.preparation import Preparation
 from lstmserve.trainer import datasets
 from lstmserve.trainer.data import read_csv
 from lstmserve.trainer.pipeline import Options, run

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from conftest import load
 
-from lstmserve.server.runtime.runner import CompiledRunner
-from lstmserve.server.runtime.twin import TwinRunner, build_twin
+from lstmserve.server.engine.compiled import CompiledEngine
+from lstmserve.server.engine.twin import TwinEngine, build_twin
 
 pytestmark = pytest.mark.integration
 
@@ -48,7 +48,7 @@ def _random_biases(model):
 def test_twin_serves_plain_stacks_with_kerass_numbers(kind, tmp_path, start_server):
     path = modelzoo.save(_random_biases(STACKS[kind]()), tmp_path / f"{kind}.h5")
     model = load(path, kind)
-    assert isinstance(model.executor.runner, TwinRunner)
+    assert isinstance(model.engine.engine, TwinEngine)
     server = start_server(model)
     from lstmserve.client import Client
     rng = np.random.default_rng(1)
@@ -60,46 +60,48 @@ def test_twin_serves_plain_stacks_with_kerass_numbers(kind, tmp_path, start_serv
 
 
 def test_seed_demo_is_served_by_the_twin(loaded_seed):
-    assert isinstance(loaded_seed.executor.runner, TwinRunner)
+    assert isinstance(loaded_seed.engine.engine, TwinEngine)
 
 
 @pytest.mark.parametrize("builder", [modelzoo.embedding, modelzoo.multi_io])
-def test_other_models_keep_the_compiled_runner(builder, tmp_path):
+def test_other_models_keep_the_compiled_engine(builder, tmp_path):
     model = load(builder(tmp_path / "m.h5"))
-    assert isinstance(model.executor.runner, CompiledRunner)
+    assert isinstance(model.engine.engine, CompiledEngine)
 
 
-def test_a_twin_that_disagrees_with_the_compiled_model_is_not_used(loaded_seed):
+def test_a_twin_that_disagrees_with_the_compiled_model_is_not_used(loaded_seed, seed_h5):
+    keras_model = keras.models.load_model(seed_h5, compile=False)
+    compiled = CompiledEngine(keras_model, loaded_seed.inputs, buckets=(1, 4, 64))
+
     class Shifted:
-        def run(self, arrays):
-            return [out + 1e-3 for out in loaded_seed.executor.runner.run(arrays)]
+        def predict(self, arrays):
+            return [out + 1e-3 for out in compiled.predict(arrays)]
 
-    keras_model = loaded_seed.keras_model
     assert build_twin(keras_model, loaded_seed.inputs, Shifted(), 64) is None
-    assert build_twin(keras_model, loaded_seed.inputs, loaded_seed.executor.runner, 64) is not None
+    assert build_twin(keras_model, loaded_seed.inputs, compiled, 64) is not None
 
 
 def test_serving_never_compiles_whatever_memory_a_request_arrives_in(loaded_seed):
     """A decoded request is a read-only view of its bytes; the kernels must not meet a new type there."""
-    from lstmserve.server.runtime import twin
+    from lstmserve.server.engine import twin
     kernels = [k for k in vars(twin).values() if isinstance(k, numba.core.dispatcher.Dispatcher)]
     assert len(kernels) >= 8
     compiled = [len(kernel.signatures) for kernel in kernels]
-    runner = loaded_seed.executor.runner
+    runner = loaded_seed.engine.engine
     for rows in (1, 2, 64):
         x = np.linspace(-1, 1, rows, dtype=np.float32).reshape(rows, 1, 1)
         read_only = np.frombuffer(x.tobytes(), np.float32).reshape(x.shape)
         strided = np.repeat(x, 2, axis=0)[::2]
         for variant in (x, read_only, strided):
-            np.testing.assert_array_equal(runner.run([variant])[0], runner.run([x])[0])
+            np.testing.assert_array_equal(runner.predict([variant])[0], runner.predict([x])[0])
     assert [len(kernel.signatures) for kernel in kernels] == compiled
 
 
-def test_a_stack_over_the_arithmetic_budget_keeps_the_compiled_runner(tmp_path):
+def test_a_stack_over_the_arithmetic_budget_keeps_the_compiled_engine(tmp_path):
     # A full batch of 64 would cost this twin over a millisecond on the event loop: XLA takes it.
     wide = _stack(keras.layers.LSTM(32), keras.layers.Dense(1), input_shape=(30, 4))
     model = load(modelzoo.save(wide, tmp_path / "wide.h5"), "wide")
-    assert isinstance(model.executor.runner, CompiledRunner)
+    assert isinstance(model.engine.engine, CompiledEngine)
 
 
 def test_a_dense_stack_on_flat_rows_is_a_twin_too(tmp_path):
@@ -108,8 +110,8 @@ def test_a_dense_stack_on_flat_rows_is_a_twin_too(tmp_path):
                                 keras.layers.Dense(3, activation="softmax"), input_shape=(4,)))
     path = modelzoo.save(mlp, tmp_path / "mlp.h5")
     model = load(path, "mlp")
-    assert isinstance(model.executor.runner, TwinRunner)
+    assert isinstance(model.engine.engine, TwinEngine)
     x = np.random.default_rng(3).normal(size=(9, 4)).astype(np.float32)
-    (served,) = model.executor.runner.run([x])
+    (served,) = model.engine.engine.predict([x])
     assert served.shape == (9, 3)
     np.testing.assert_allclose(served, modelzoo.reference(path, x)[0], rtol=1e-5, atol=1e-5)

@@ -50,9 +50,10 @@ def _add_batching_options(parser: argparse.ArgumentParser) -> None:
                         help="requests waiting per model before new ones get RESOURCE_EXHAUSTED")
 
 
-def _batch_config(args: argparse.Namespace):
-    from lstmserve.server.runtime.batcher import BatchConfig
-    return BatchConfig(args.max_batch, args.max_delay_ms / 1000, args.queue_capacity)
+def _engine_config(args: argparse.Namespace):
+    from lstmserve.server.engine.base import BatchConfig, EngineConfig
+    batching = BatchConfig(args.max_batch, args.max_delay_ms / 1000, args.queue_capacity)
+    return EngineConfig(batching=batching, jit_compile=not args.no_xla)
 
 
 def _add_load_options(parser: argparse.ArgumentParser) -> None:
@@ -61,19 +62,22 @@ def _add_load_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--allow-code", action="store_true",
                         help="trust Lambda layers (they run Python code stored in the file)")
     parser.add_argument("--no-xla", action="store_true", help="trace without XLA compilation")
+    parser.add_argument("--log-level", choices=("debug", "info", "warning", "error"), default=None,
+                        help="lstmserve's log level (serve: info, inspect: warning); debug also shows "
+                        "TensorFlow's and Keras's own lines")
 
 
 def run_serve(args: argparse.Namespace) -> int:
-    _configure_logging()
-    from lstmserve.server.runtime.errors import ModelLoadError
-    from lstmserve.server.runtime.registry import ModelRegistry
-    from lstmserve.server.transport.interpreter import tune_for_serving
+    from lstmserve.server.process import configure_logging, tune_for_serving
+    configure_logging(args.log_level or "info")
+    from lstmserve.server.errors import ModelLoadError
+    from lstmserve.server.serving.registry import ModelRegistry
     from lstmserve.server.transport.server import create_server, load_in_background
 
     try:
         named = _named_paths(args.model, args.name)
         options = _load_options(args)
-        args.batching = _batch_config(args)
+        args.engine = _engine_config(args)
         running = create_server(ModelRegistry(), f"{args.host}:{args.port}", args.workers)
     except (ValueError, ModelLoadError, OSError, RuntimeError) as error:
         print(f"lstmserve serve: {error}", file=sys.stderr)
@@ -103,11 +107,10 @@ def _wait_for_stop(running, failed: threading.Event) -> int:
 
 
 def _loader(path: Path, name: str, options, args):
-    from lstmserve.server.runtime.model import load_model
+    from lstmserve.server.loading.load import load_model
 
     def load():
-        model = load_model(path, name, options=options, jit_compile=not args.no_xla,
-                           batching=args.batching)
+        model = load_model(path, name, options=options, engine=args.engine)
         log.info("model '%s' v%s loaded from %s: inputs %s", name, model.version, path,
                  [spec.describe() for spec in model.inputs])
         return model
@@ -115,12 +118,16 @@ def _loader(path: Path, name: str, options, args):
 
 
 def run_inspect(args: argparse.Namespace) -> int:
-    _configure_logging(logging.WARNING)
-    from lstmserve.server.runtime.errors import ServingError
-    from lstmserve.server.runtime.model import load_model
+    from lstmserve.server.process import configure_logging
+    configure_logging(args.log_level or "warning")
+    from lstmserve.server.engine.base import EngineConfig
+    from lstmserve.server.errors import ServingError
+    from lstmserve.server.loading.load import load_model
     try:
-        model = load_model(args.path, options=_load_options(args), jit_compile=not args.no_xla)
+        model = load_model(args.path, options=_load_options(args),
+                           engine=EngineConfig(jit_compile=not args.no_xla))
         report = describe(model)
+        model.close()
     except ServingError as error:
         print(f"lstmserve inspect: {error}", file=sys.stderr)
         return 1
@@ -131,19 +138,19 @@ def run_inspect(args: argparse.Namespace) -> int:
 def describe(model) -> dict:
     """What `inspect` reports: the file and which Keras wrote it, its layers as written and as served,
     signature, heads, preparation, compatibility steps and a prediction on zeros."""
-    from lstmserve.server.runtime.compat import file_layers, written_by
-    from lstmserve.server.runtime.modes import Mode
+    from lstmserve.server.serving.heads import Mode
     zeros = {spec.name: np.zeros([1] + [d or 1 for d in spec.shape[1:]], spec.dtype)
-             for spec in model.preparation.raw_input_specs(model.inputs)}
+             for spec in model.raw_inputs}
     prediction = model.predict(zeros, Mode.VALUES)
+    source = model.source
     return {
-        "file": str(model.file.path), "sha256": model.file.sha256,
-        "size_bytes": model.file.size_bytes, "keras_version": model.file.keras_version,
-        "backend": model.file.backend, "task": model.task,
-        "written_by": written_by(model.file.keras_version, model.file.backend),
-        "file_layers": file_layers(model.file.model_config),
-        "layers": [f"{type(layer).__name__} '{layer.name}'" for layer in model.keras_model.layers],
-        "engine": _engine(model),
+        "file": str(source.path), "sha256": source.sha256,
+        "size_bytes": source.size_bytes, "keras_version": source.keras_version,
+        "backend": source.backend, "task": model.task,
+        "written_by": source.written_by,
+        "file_layers": list(source.file_layers),
+        "layers": list(model.layers),
+        "engine": model.engine.describe(),
         "inputs": [spec.describe() + f" '{spec.name}'" for spec in model.inputs],
         "outputs": [f"{h.spec.describe()} '{h.name}' activation={h.activation} "
                     f"modes={[m.value for m in h.modes]} labels={list(h.labels)}"
@@ -152,14 +159,6 @@ def describe(model) -> dict:
         "compatibility_steps": list(model.compatibility_steps),
         "prediction_on_zeros": {name: out.tolist() for name, out in prediction.outputs.items()},
     }
-
-
-def _engine(model) -> str:
-    from lstmserve.server.runtime.twin import TwinRunner
-    runner = getattr(model.executor, "runner", model.executor)
-    if isinstance(runner, TwinRunner):
-        return "compiled twin (checked equal to the compiled model at load)"
-    return "XLA-compiled function" if getattr(runner, "jit_compile", False) else "traced graph function"
 
 
 def _as_text(report: dict) -> str:
@@ -187,9 +186,5 @@ def _named_paths(models: list[str], name: str | None) -> list[tuple[str, Path]]:
 
 
 def _load_options(args: argparse.Namespace):
-    from lstmserve.server.runtime.loader import LoadOptions
+    from lstmserve.server.loading.build import LoadOptions
     return LoadOptions.create(tuple(args.custom_objects), args.allow_code)
-
-
-def _configure_logging(level: int = logging.INFO) -> None:
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -62,12 +63,14 @@ def _columns(text: str) -> list[str]:
 
 
 def run_train(args: argparse.Namespace) -> int:
+    # TensorFlow reads its C++ log level once, at import: set here, in the entry point, before it loads.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     if args.demo is not None:
         return _run_demo(args)
     from lstmserve.trainer import pipeline
     from lstmserve.trainer.data import DataError
     from lstmserve.trainer.fitting import deterministic
-    from lstmserve.trainer.report import summary, write_json
+    from lstmserve.trainer.training_report import summary, write_json
 
     deterministic()
     names = ("data", "output", "target", "features", "date", "label", "group", "timesteps", "horizon",

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from lstmserve.server.runtime.preparation import Preparation, fit_preparation
+from lstmserve.format.preparation import Preparation, fit_preparation
 from lstmserve.trainer.data import DataError, Table, date_column, season_of
 from lstmserve.trainer.fitting import Fitted, Recipe, fit, lstm_stack
 from lstmserve.trainer.save import keras

@@ -9,8 +9,8 @@ from typing import Any
 from lstmserve.trainer import classify, forecast
 from lstmserve.trainer.data import DataError, read_csv
 from lstmserve.trainer.fitting import Recipe
-from lstmserve.trainer.report import plot_confusion, plot_forecast
 from lstmserve.trainer.save import save_model, versions
+from lstmserve.trainer.training_report import plot_confusion, plot_forecast
 
 DEFAULT_HOLDOUT = 0.2
 

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import os
 import platform
 from pathlib import Path
 from typing import Any
 
-from lstmserve.server.runtime.modelfile import write_serving_metadata
+import keras
+import tensorflow as tf
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-import keras  # noqa: E402
-import tensorflow as tf  # noqa: E402
+from lstmserve.format.metadata import write_serving_metadata
 
 
 def save_model(model: keras.Model, path: str | Path, *, task: str, labels: list[str] | None = None,

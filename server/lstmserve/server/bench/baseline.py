@@ -7,25 +7,19 @@ TensorFlow threads see the same environment as the server's; prints one JSON obj
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-
-import numpy as np  # noqa: E402
+import numpy as np
 
 
-def measure(runner, shape: list[int], window_s: float, repeats: int) -> dict:
+def measure(runner, shape: list[int], buckets: tuple[int, ...], window_s: float, repeats: int) -> dict:
     """Per bucket: the best window's mean call time; at batch 1 also the call-latency percentiles."""
-    from lstmserve.server.runtime.runner import DEFAULT_BUCKETS
-    per_batch = {batch: _best_window(runner, shape, batch, window_s, repeats)
-                 for batch in getattr(runner, "buckets", DEFAULT_BUCKETS)}
+    per_batch = {batch: _best_window(runner, shape, batch, window_s, repeats) for batch in buckets}
     top = max(per_batch, key=lambda b: per_batch[b]["samples_per_s"])
     return {"batch1_p50_ms": per_batch[1]["p50_ms"], "batch1_min_ms": per_batch[1]["min_ms"],
             "best_samples_per_s": per_batch[top]["samples_per_s"], "best_batch": top,
-            "per_batch": per_batch, "xla": getattr(runner, "jit_compile", False),
-            "engine": type(runner).__name__}
+            "per_batch": per_batch, "engine": runner.describe()}
 
 
 def _best_window(runner, shape: list[int], batch: int, window_s: float, repeats: int) -> dict:
@@ -40,7 +34,7 @@ def _window(arrays, runner, window_s: float) -> list[float]:
     times, end = [], time.perf_counter() + window_s
     while True:
         started = time.perf_counter()
-        runner.run(arrays)
+        runner.predict(arrays)
         now = time.perf_counter()
         times.append(now - started)
         if now > end:
@@ -50,11 +44,16 @@ def _window(arrays, runner, window_s: float) -> list[float]:
 def main(path: str, window_s: float, repeats: int) -> None:
     """One full measure, then, for every line on stdin, the best batch sizes again: the benchmark
     asks between concurrency levels, so the limit is sampled across the same minutes as the server."""
-    from lstmserve.server.runtime.model import load_model
-    model = load_model(path, "baseline", batching=None)
-    runner = model.executor  # whatever the server runs: the compiled model or its compiled twin
+    from lstmserve.server.process import prepare_tensorflow
+    prepare_tensorflow("warning")
+    from lstmserve.server.engine.base import EngineConfig
+    from lstmserve.server.loading.load import load_model
+    config = EngineConfig()
+    model = load_model(path, "baseline", engine=config)
+    # Whatever the server runs behind its batcher: the compiled function or the compiled twin.
+    runner = model.engine.engine
     shape = [d or 1 for d in model.inputs[0].shape[1:]]
-    first = measure(runner, shape, window_s, repeats)
+    first = measure(runner, shape, config.buckets, window_s, repeats)
     print(json.dumps(first), flush=True)
     # The first measure's best batch, and the largest (where a loaded server's batches end up): one
     # noisy window in the first measure must not fix a weak reference for the whole sweep.

@@ -13,7 +13,7 @@ from concurrent import futures
 
 import grpc
 
-from lstmserve.server.transport.interpreter import tune_for_serving
+from lstmserve.server.process import tune_for_serving
 from lstmserve.v1 import prediction_service_pb2 as pb
 from lstmserve.v1 import prediction_service_pb2_grpc as pb_grpc
 

@@ -1,1 +1,1 @@
-"""gRPC transport: protobuf <-> numpy, status codes, health; all model work is in runtime/."""
+"""gRPC transport: protobuf <-> numpy, status codes, health; all model work is in serving/ and engine/."""

@@ -7,10 +7,10 @@ import json
 import numpy as np
 
 from lstmserve.client.tensors import fill_tensor, from_tensor, wire_dtype
-from lstmserve.server.runtime.errors import InvalidInput
-from lstmserve.server.runtime.model import LoadedModel, Prediction
-from lstmserve.server.runtime.modes import Mode
-from lstmserve.server.runtime.signature import TensorSpec
+from lstmserve.server.errors import InvalidInput
+from lstmserve.server.serving.heads import Mode
+from lstmserve.server.serving.model import LoadedModel, Prediction
+from lstmserve.server.specs import TensorSpec
 from lstmserve.v1 import model_pb2 as mpb
 from lstmserve.v1 import prediction_service_pb2 as pb
 from lstmserve.v1 import tensor_pb2 as tpb
@@ -53,16 +53,16 @@ def prediction_to_wire(model: LoadedModel, prediction: Prediction) -> pb.Predict
 
 
 def metadata_to_wire(model: LoadedModel) -> mpb.ModelMetadata:
-    serving = model.file.serving
+    source = model.source
     metadata = mpb.ModelMetadata(
         model=mpb.ModelSpec(name=model.name, version=model.version),
         task=TASK_BY_NAME.get(model.task, mpb.TASK_KIND_UNSPECIFIED),
         inputs=[spec_to_wire(spec) for spec in model.inputs],
         outputs=[_output_to_wire(head) for head in model.heads],
-        keras_version=model.file.keras_version, backend=model.file.backend,
-        sha256=model.file.sha256, file_size_bytes=model.file.size_bytes,
+        keras_version=source.keras_version, backend=source.backend,
+        sha256=source.sha256, file_size_bytes=source.size_bytes,
         compatibility_steps=list(model.compatibility_steps),
-        training_json=json.dumps(serving["training"]) if "training" in serving else "",
+        training_json=json.dumps(source.training) if source.training else "",
     )
     if not model.preparation.is_identity:
         metadata.preparation.CopyFrom(_preparation_to_wire(model))
@@ -85,7 +85,7 @@ def _preparation_to_wire(model: LoadedModel) -> mpb.Preparation:
     return mpb.Preparation(
         input_steps=[_step_to_wire(step) for step in prep.input_steps],
         output_steps=[_step_to_wire(step) for step in prep.output_steps],
-        raw_timesteps=prep.raw_timesteps(model.inputs) or 0,
+        raw_timesteps=prep.raw_timesteps(model.inputs[0].shape) or 0,
         raw_features=list(prep.raw_features), description=prep.describe(),
     )
 

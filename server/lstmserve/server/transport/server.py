@@ -13,9 +13,9 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from lstmserve.server.runtime.errors import ModelLoadError
-from lstmserve.server.runtime.model import LoadedModel
-from lstmserve.server.runtime.registry import ModelRegistry
+from lstmserve.server.errors import ModelLoadError
+from lstmserve.server.serving.model import LoadedModel
+from lstmserve.server.serving.registry import ModelRegistry
 from lstmserve.server.transport.servicer import PredictionServicer
 from lstmserve.server.transport.stats import StatsServicer
 from lstmserve.v1 import prediction_service_pb2 as pb

@@ -1,12 +1,12 @@
 """PredictionService: decode, call the runtime, encode. No model logic lives here.
 
-Handlers are coroutines on the server's event loop: the model itself runs on its batcher's thread
+Handlers are coroutines on the server's event loop: the model itself runs on its engine's thread
 (only a tiny model's compiled twin runs in place), so the loop stays free for health and metadata calls.
 """
 
 from __future__ import annotations
 
-from lstmserve.server.runtime.registry import ModelRegistry
+from lstmserve.server.serving.registry import ModelRegistry
 from lstmserve.server.transport import converters
 from lstmserve.server.transport.status import guarded
 from lstmserve.v1 import prediction_service_pb2 as pb

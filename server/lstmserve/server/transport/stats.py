@@ -1,9 +1,9 @@
-"""StatsService: the batcher's counters per model, so a benchmark can see the batch sizes it caused."""
+"""StatsService: each model engine's counters, so a benchmark can see the batch sizes it caused."""
 
 from __future__ import annotations
 
-from lstmserve.server.runtime.model import LoadedModel
-from lstmserve.server.runtime.registry import ModelRegistry
+from lstmserve.server.serving.model import LoadedModel
+from lstmserve.server.serving.registry import ModelRegistry
 from lstmserve.server.transport.status import guarded
 from lstmserve.v1 import model_pb2 as mpb
 from lstmserve.v1 import stats_pb2 as spb
@@ -24,7 +24,7 @@ class StatsServicer(spb_grpc.StatsServiceServicer):
 
 
 def stats_to_wire(model: LoadedModel) -> spb.ModelStats:
-    stats = model.batch_stats()
+    stats = model.stats()
     return spb.ModelStats(
         model=mpb.ModelSpec(name=model.name, version=model.version),
         requests=stats.requests, rows=stats.rows, batches=stats.batches,

@@ -9,7 +9,7 @@ import uuid
 import grpc
 
 from lstmserve.client.tensors import TensorDecodeError
-from lstmserve.server.runtime import errors
+from lstmserve.server import errors
 
 log = logging.getLogger(__name__)
 

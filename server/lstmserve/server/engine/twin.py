@@ -7,8 +7,8 @@ numba-compiled loops answers in a few microseconds on the caller's thread. It re
 of the same layers: a dozen numpy calls per layer cost 17 us per seed request where the loops cost 3,
 and under load the server spent more of its interpreter time there than anywhere else of its own.
 
-`build_twin` only returns a runner that reproduces the compiled model on random inputs within float32
-tolerance; anything else keeps the compiled runner. The stack runs as one compiled call over a flat
+`build_twin` only returns an engine that reproduces the compiled model on random inputs within float32
+tolerance; anything else keeps the compiled engine. The stack runs as one compiled call over a flat
 weight array and a small table of layers; the kernels are compiled once per process (and cached on
 disk where numba can write), the first time a model is checked, so serving never compiles.
 """
@@ -23,14 +23,16 @@ import keras
 import numba
 import numpy as np
 
-from lstmserve.server.runtime.signature import TensorSpec
+from lstmserve.server.engine.base import EngineStats
+from lstmserve.server.errors import ModelNotReady
+from lstmserve.server.specs import TensorSpec
 
 log = logging.getLogger(__name__)
 
 TOLERANCE = 1e-5
 SELF_CHECK_ROWS = (1, 3, 64)
 # The twin runs on the server's event loop. A model whose largest batch needs more arithmetic than
-# this stays on the compiled runner's worker thread, so health and metadata never wait on it.
+# this stays on the compiled engine's worker thread, so health and metadata never wait on it.
 # Counted, not timed, so the choice does not depend on the machine's load. Measured on 64 rows: an
 # LSTM(12) on 20 steps of 2 features (bound 1.9 MFLOP) takes 1.0-1.6 ms, an LSTM(16) on 30 steps of 4
 # (5.2 MFLOP) 2.1-3.0 ms. Larger models lose little by leaving: XLA takes a few tenths of a millisecond
@@ -206,10 +208,11 @@ def _gru_cell(z, hz, h, gates, recurrent_kernel, activation, recurrent, reset_af
         h[j] = update[j] * h[j] + (1.0 - update[j]) * candidate
 
 
-class TwinRunner:
-    """Runs a Sequential recurrent stack as one compiled call; thread-safe (no shared mutable state)."""
+class TwinEngine:
+    """An Engine running a Sequential recurrent stack as one compiled call; thread-safe (no shared
+    mutable state). Inline: its full batch is bounded by BUDGET_FLOPS, so it runs on the caller's thread."""
 
-    runs_on_caller_thread = True
+    inline = True
 
     def __init__(self, weights: np.ndarray, program: np.ndarray, output_steps: bool, max_batch: int) -> None:
         self._weights = weights
@@ -217,7 +220,9 @@ class TwinRunner:
         self._output_steps = output_steps
         self.max_batch = max_batch
 
-    def run(self, arrays: Sequence[np.ndarray]) -> list[np.ndarray]:
+    def predict(self, arrays: Sequence[np.ndarray]) -> list[np.ndarray]:
+        if self._weights is None:
+            raise ModelNotReady("model is unloaded; retry (another version or server answers)")
         x = arrays[0]
         if x.ndim == 2:  # [rows, features]: one step
             x = x[:, None, :]
@@ -226,9 +231,21 @@ class TwinRunner:
         out = _run_stack(x, self._weights, self._program)
         return [out if self._output_steps else out[:, 0]]
 
+    async def predict_async(self, arrays: Sequence[np.ndarray]) -> list[np.ndarray]:
+        return self.predict(arrays)
 
-def build_twin(keras_model, inputs: Sequence[TensorSpec], reference, max_batch: int) -> TwinRunner | None:
-    """A TwinRunner equal to `reference` (the compiled runner); None for anything but a plain stack."""
+    def stats(self) -> EngineStats:
+        return EngineStats()  # the batcher in front counts
+
+    def describe(self) -> str:
+        return "compiled twin (checked equal to the compiled model at load)"
+
+    def close(self) -> None:
+        self._weights = None
+
+
+def build_twin(keras_model, inputs: Sequence[TensorSpec], reference, max_batch: int) -> TwinEngine | None:
+    """A TwinEngine equal to `reference` (the compiled engine); None for anything but a plain stack."""
     if not isinstance(keras_model, keras.Sequential) or len(inputs) != 1:
         return None
     spec = inputs[0]
@@ -253,8 +270,8 @@ def build_twin(keras_model, inputs: Sequence[TensorSpec], reference, max_batch: 
     if not rows:
         return None
     weights = np.concatenate([w.ravel() for w in parts]).astype(np.float32)
-    runner = TwinRunner(weights, np.array(rows, np.int64), output_steps, max_batch)
-    return runner if _agrees(runner, reference, spec) else None
+    twin = TwinEngine(weights, np.array(rows, np.int64), output_steps, max_batch)
+    return twin if _agrees(twin, reference, spec) else None
 
 
 def _flops_bound(keras_model, spec: TensorSpec, rows: int) -> float:
@@ -306,7 +323,7 @@ def _pack_recurrent(layer) -> tuple[list[int], list[np.ndarray]] | None:
     return [kind, activation, recurrent, cell.units, flags], weights
 
 
-def _agrees(runner: TwinRunner, reference, spec: TensorSpec) -> bool:
+def _agrees(twin: TwinEngine, reference, spec: TensorSpec) -> bool:
     """Equal to the compiled model on random inputs at several batch sizes, or not used at all."""
     rng = np.random.default_rng(0)
     for rows in SELF_CHECK_ROWS:
@@ -316,8 +333,8 @@ def _agrees(runner: TwinRunner, reference, spec: TensorSpec) -> bool:
         frozen = x.copy()
         frozen.flags.writeable = False
         try:
-            ours, theirs = runner.run([x])[0], reference.run([x])[0]
-            again = runner.run([frozen])[0]
+            ours, theirs = twin.predict([x])[0], reference.predict([x])[0]
+            again = twin.predict([frozen])[0]
         except Exception as error:  # noqa: BLE001 (any failure means: do not use the twin)
             log.info("compiled twin not used: %s", error)
             return False

@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from lstmserve.server.runtime.errors import ModelLoadError
+from lstmserve.server.errors import ModelLoadError
 
 RNN_CLASSES = {"LSTM", "GRU", "SimpleRNN", "RNN", "CuDNNLSTM", "CuDNNGRU", "Bidirectional"}
 WRAPPERS = {"Bidirectional", "TimeDistributed"}

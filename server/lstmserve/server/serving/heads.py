@@ -1,4 +1,5 @@
-"""The three prediction modes, re-implementing Keras's removed predict_classes and predict_proba."""
+"""Output heads: each output with its activation and labels, answering the three prediction modes
+(values, and the classes and probabilities of Keras's removed predict_classes and predict_proba)."""
 
 from __future__ import annotations
 
@@ -8,8 +9,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from lstmserve.server.runtime.errors import ModeNotSupported
-from lstmserve.server.runtime.signature import TensorSpec
+from lstmserve.server.errors import ModeNotSupported
+from lstmserve.server.specs import TensorSpec
 
 PROBABILISTIC = ("sigmoid", "softmax")
 

@@ -1,30 +1,24 @@
-"""Turns an .h5 file into a Keras 3 model: safety checks first, then compatibility steps, then Keras."""
+"""Builds the Keras 3 model a file describes: allow-list first, then compatibility steps, then Keras."""
 
 from __future__ import annotations
 
 import importlib
 import inspect
 import logging
-import os
 import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from lstmserve.server.runtime.compat import is_keras2
-from lstmserve.server.runtime.compat.configs import layer_nodes, translate_config
-from lstmserve.server.runtime.compat.semantics import restore_keras2_activations
-from lstmserve.server.runtime.compat.weights import SHADOW_HINT, load_weights
-from lstmserve.server.runtime.errors import ModelLoadError
-from lstmserve.server.runtime.modelfile import ModelFile
-from lstmserve.server.runtime.safety import check_config
+import keras
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-import keras  # noqa: E402  (after quieting TensorFlow's C++ logging)
-
-# Keras 3 keeps its .h5 builder private; keras.models.load_model(.h5) runs exactly these, but reads
-# the config from the file, where lstmserve must hand it the translated one.
-from keras.src.legacy.saving import saving_options, saving_utils  # noqa: E402
-from keras.src.saving import serialization_lib  # noqa: E402
+from lstmserve.server import keras_internals
+from lstmserve.server.errors import ModelLoadError
+from lstmserve.server.loading.compat import is_keras2
+from lstmserve.server.loading.compat.configs import layer_nodes, translate_config
+from lstmserve.server.loading.compat.semantics import restore_keras2_activations
+from lstmserve.server.loading.compat.weights import SHADOW_HINT, assign_weights
+from lstmserve.server.loading.modelfile import ModelFile
+from lstmserve.server.loading.safety import check_config
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +47,7 @@ class LoadOptions:
         return cls(tuple(custom_modules), allow_code, objects)
 
 
-def load_keras_model(model_file: ModelFile, options: LoadOptions) -> tuple[Any, list[str]]:
+def build_keras_model(model_file: ModelFile, options: LoadOptions) -> tuple[Any, list[str]]:
     """The Keras model in `model_file`, and the compatibility steps applied to read it.
 
     The allow-list is checked on the file's own config before anything is deserialised; the
@@ -63,7 +57,7 @@ def load_keras_model(model_file: ModelFile, options: LoadOptions) -> tuple[Any, 
                  options.custom_modules)
     translation = translate_config(model_file.model_config)
     model = _build(model_file, translation.config, options)
-    load_weights(model_file.path, model, translation.weight_layouts)
+    assign_weights(model_file, model, translation.weight_layouts)
     steps = list(translation.steps)
     if is_keras2(model_file.keras_version):
         changed = restore_keras2_activations(model)
@@ -78,9 +72,7 @@ def _build(model_file: ModelFile, config: dict[str, Any], options: LoadOptions) 
     """Keras 3's own .h5 path (legacy_h5_format.load_model_from_hdf5), fed the translated config."""
     custom_objects = _with_registered_names(options.custom_objects, config)
     try:
-        with saving_options.keras_option_scope(use_legacy_config=True), \
-                serialization_lib.SafeModeScope(not options.allow_code):
-            return saving_utils.model_from_config(config, custom_objects=custom_objects)
+        return keras_internals.model_from_legacy_config(config, custom_objects, not options.allow_code)
     except Exception as error:  # Keras raises many types; the operator needs the text.
         raise ModelLoadError(_build_error(model_file, error, options)) from error
 

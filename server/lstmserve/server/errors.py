@@ -1,4 +1,4 @@
-"""Domain errors of the runtime. They know nothing of gRPC; transport/errors.py maps each to a status."""
+"""Domain errors of the server. They know nothing of gRPC; transport/status.py maps each to a status."""
 
 
 class ServingError(Exception):
@@ -35,3 +35,7 @@ class ModelLoadError(ServingError):
 
 class UnsafeModelError(ModelLoadError):
     """A model file asks for something that could run code, and the operator did not allow it."""
+
+
+class UntestedVersion(RuntimeError):
+    """The installed Keras or TensorFlow is outside the versions whose private APIs were checked."""

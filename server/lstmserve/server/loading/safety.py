@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from lstmserve.server.runtime.errors import UnsafeModelError
+from lstmserve.server.errors import UnsafeModelError
 
 MODELS = {"Sequential", "Functional", "Model"}
 RECURRENT = {

@@ -1,4 +1,4 @@
-"""The airline quality bar: `python -m lstmserve.trainer.benchmark` prints the default recipe's test RMSE.
+"""The airline quality bar: `python -m lstmserve.trainer.airline_accuracy` prints the recipe's test RMSE.
 
 First 96 months train; months 98..144 are the one-step-ahead targets (47 windows), as in the reference
 table in datasets/README.md. The bar is half of persistence's RMSE.

@@ -4,7 +4,7 @@ A Keras LSTM costs nearly the same per call at batch 64 as at batch 1, so reques
 together are concatenated, run once, and split back. Requests whose non-batch shapes differ (free
 timesteps) are grouped by shape, never padded: padding would change an unmasked model's answer.
 The worker thread keeps model work off the RPC threads, so health and metadata stay responsive; only
-a runner that answers in microseconds on the caller's thread (the compiled twin) skips the queue.
+an inline engine (the compiled twin, microseconds on the caller's thread) skips the queue.
 """
 
 from __future__ import annotations
@@ -14,56 +14,15 @@ import logging
 import threading
 import time
 import uuid
-from collections import Counter, deque
+from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import Protocol
 
 import numpy as np
 
-from lstmserve.server.runtime.errors import ModelFailed, ModelNotReady, Overloaded
+from lstmserve.server.engine.base import DEFAULT_BATCHING, BatchConfig, Engine, EngineStats
+from lstmserve.server.errors import ModelFailed, ModelNotReady, Overloaded
 
 log = logging.getLogger(__name__)
-
-
-class Runner(Protocol):
-    max_batch: int
-
-    def run(self, arrays: Sequence[np.ndarray]) -> list[np.ndarray]: ...
-
-
-@dataclass(frozen=True)
-class BatchConfig:
-    """max_delay_s 0 runs whatever is queued the moment the worker is free (no added latency)."""
-
-    max_batch: int = 64
-    max_delay_s: float = 0.0
-    queue_capacity: int = 1024
-
-    def __post_init__(self) -> None:
-        if self.max_batch < 1 or self.max_delay_s < 0 or self.queue_capacity < 1:
-            raise ValueError(f"batching needs max_batch >= 1, max_delay >= 0 and queue_capacity >= 1; "
-                             f"got {self.max_batch}, {self.max_delay_s}, {self.queue_capacity}")
-
-
-DEFAULT_BATCHING = BatchConfig()
-
-
-@dataclass
-class BatchStats:
-    """Counters since load, written under the batcher's stats lock: the worker thread and, for a runner
-    that runs on the caller's thread, the event loop both count."""
-
-    requests: int = 0
-    rows: int = 0
-    batches: int = 0
-    rejected: int = 0
-    failed_batches: int = 0
-    batch_rows: Counter = field(default_factory=Counter)
-
-    def snapshot(self) -> BatchStats:
-        return BatchStats(self.requests, self.rows, self.batches, self.rejected,
-                          self.failed_batches, Counter(self.batch_rows))
 
 
 class _Pending:
@@ -107,32 +66,36 @@ class _Pending:
 
 
 class Batcher:
-    """An Executor in front of a runner: `run` blocks the calling thread until the worker has run its
-    rows; `run_async` awaits them without blocking the event loop."""
+    """The Engine in front of another: `predict` blocks the calling thread until the worker has run its
+    rows; `predict_async` awaits them without blocking the event loop. Always present (max_batch 1 is
+    batching off), so every model has exactly one thread of its own, stopped by `close`."""
 
-    def __init__(self, runner: Runner, config: BatchConfig = DEFAULT_BATCHING, name: str = "model") -> None:
-        self.runner = runner
+    inline = False
+
+    def __init__(self, engine: Engine, config: BatchConfig = DEFAULT_BATCHING, name: str = "model") -> None:
+        self.engine = engine
         self.config = config
+        self.max_batch = config.max_batch
         self.name = name
-        self._stats = BatchStats()
+        self._stats = EngineStats()
         self._stats_lock = threading.Lock()
         self._queue: deque[_Pending] = deque()
         self._ready = threading.Condition(threading.Lock())
         self._closed = False
-        # A runner that answers in microseconds on the caller's thread (the compiled twin) gains nothing
+        # An engine that answers in microseconds on the caller's thread (the compiled twin) gains nothing
         # from a queue: the hand-off to the worker and back would cost more than the model.
-        self._direct = getattr(runner, "runs_on_caller_thread", False)
+        self._direct = engine.inline
         self._worker = threading.Thread(target=self._serve, name=f"batcher-{name}", daemon=True)
         self._worker.start()
 
-    def run(self, arrays: Sequence[np.ndarray]) -> list[np.ndarray]:
+    def predict(self, arrays: Sequence[np.ndarray]) -> list[np.ndarray]:
         """Outputs for exactly these rows, computed in a batch with whatever else is queued."""
         pending = self._enqueue(_Pending(arrays))
         pending.done.acquire()
         return pending.result()
 
-    async def run_async(self, arrays: Sequence[np.ndarray]) -> list[np.ndarray]:
-        """`run` for coroutines: the event loop is woken once per batch, not once per request."""
+    async def predict_async(self, arrays: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """`predict` for coroutines: the event loop is woken once per batch, not once per request."""
         if self._direct and arrays[0].shape[0] <= self.config.max_batch:
             # Requests reach the loop one per turn (measured: mean batch 1.1 at 64 callers when
             # gathered per turn), so gathering would only add a turn: run it here and now.
@@ -143,7 +106,7 @@ class Batcher:
     def _enqueue(self, pending: _Pending) -> _Pending:
         with self._ready:
             if self._closed:
-                raise ModelNotReady(f"model '{self.name}' is shutting down; retry on another server")
+                raise self._unloaded()
             if len(self._queue) >= self.config.queue_capacity:
                 with self._stats_lock:
                     self._stats.rejected += 1
@@ -153,16 +116,25 @@ class Batcher:
             self._ready.notify()
         return pending
 
-    def stats(self) -> BatchStats:
+    def _unloaded(self) -> ModelNotReady:
+        return ModelNotReady(f"model '{self.name}' is unloaded; retry (another version or server answers)")
+
+    def stats(self) -> EngineStats:
         with self._stats_lock:
             return self._stats.snapshot()
 
+    def describe(self) -> str:
+        where = "in place on the caller's thread" if self._direct else "on its own thread"
+        return f"{self.engine.describe()}; run {where}, batches of up to {self.max_batch} rows"
+
     def close(self) -> None:
-        """Stop the worker after it has answered everything already queued."""
+        """Stop the worker after it has answered everything already queued, then close the engine."""
         with self._ready:
             self._closed = True
             self._ready.notify()
-        self._worker.join()
+        if self._worker is not threading.current_thread():
+            self._worker.join()
+        self.engine.close()
 
     def _serve(self) -> None:
         while True:
@@ -196,8 +168,12 @@ class Batcher:
 
     def _run_here(self, arrays: Sequence[np.ndarray]) -> list[np.ndarray]:
         """One request on the caller's thread: no queue entry, no split (its rows are the batch)."""
+        if self._closed:
+            raise self._unloaded()
         try:
-            outputs = self.runner.run(arrays)
+            outputs = self.engine.predict(arrays)
+        except ModelNotReady:
+            raise
         except Exception as error:  # noqa: BLE001 (answered as ModelFailed, like a queued one)
             self._count_failure()
             raise self._model_failed(arrays, error) from None
@@ -221,7 +197,7 @@ class Batcher:
             arrays = group[0].arrays
         else:
             arrays = [np.concatenate(parts) for parts in zip(*(p.arrays for p in group))]
-        outputs = self.runner.run(arrays)
+        outputs = self.engine.predict(arrays)
         self._count(len(group), arrays[0].shape[0])
         return outputs
 

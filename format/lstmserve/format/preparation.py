@@ -17,8 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from lstmserve.server.runtime.errors import InvalidInput, ModelLoadError
-from lstmserve.server.runtime.signature import TensorSpec
+from lstmserve.format.errors import FormatError, RawInputError
 
 KINDS = ("log", "difference", "standard", "minmax")
 SCALINGS = ("standard", "minmax", "none")
@@ -46,7 +45,7 @@ class Preparation:
 
     @classmethod
     def from_metadata(cls, metadata: dict[str, Any] | None) -> Preparation:
-        """Read what `to_metadata` wrote; ModelLoadError names a step this server cannot apply."""
+        """Read what `to_metadata` wrote; FormatError names a step this version cannot apply."""
         if not metadata:
             return cls()
         known = ("input_steps", "output_steps", "raw_features", "target")
@@ -76,19 +75,18 @@ class Preparation:
             text += f"; outputs in {self.target} units (inverting {inverse})"
         return text
 
-    def raw_input_specs(self, model_inputs: Sequence[TensorSpec]) -> list[TensorSpec]:
+    def raw_shape(self, model_shape: tuple[int | None, ...]) -> tuple[int | None, ...]:
         """What a client sends when it sends raw observations: `lag` more timesteps than the model."""
-        if self.is_identity:
-            return list(model_inputs)
-        spec = model_inputs[0]
-        timesteps = spec.shape[1] + self.lag if spec.shape[1] is not None else None
-        return [TensorSpec(spec.name, spec.dtype, (spec.shape[0], timesteps, *spec.shape[2:]))]
+        if self.is_identity or len(model_shape) < 3:
+            return tuple(model_shape)
+        timesteps = model_shape[1] + self.lag if model_shape[1] is not None else None
+        return (model_shape[0], timesteps, *model_shape[2:])
 
-    def raw_timesteps(self, model_inputs: Sequence[TensorSpec]) -> int | None:
-        shape = model_inputs[0].shape if model_inputs else ()
-        if len(shape) != 3 or shape[1] is None:
+    def raw_timesteps(self, model_shape: tuple[int | None, ...]) -> int | None:
+        """Raw observations per request for a model input of `model_shape`; None when timesteps are free."""
+        if len(model_shape) != 3 or model_shape[1] is None:
             return None
-        return shape[1] + (0 if self.is_identity else self.lag)
+        return model_shape[1] + (0 if self.is_identity else self.lag)
 
     def prepare(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
         """Raw observations [batch, timesteps + lag, features] -> the model's input space."""
@@ -129,14 +127,49 @@ class Preparation:
         return values
 
     def _check(self) -> None:
-        for step in (*self.input_steps, *self.output_steps):
-            if step.get("kind") not in KINDS:
-                raise ModelLoadError(
-                    f"preparation step kind {step.get('kind')!r} is unknown; this server applies {KINDS}")
+        """A file's preparation is untrusted: every step is checked before any arithmetic uses it."""
+        if not all(isinstance(name, str) for name in self.raw_features):
+            raise FormatError(
+                f"preparation raw_features must be strings; got {list(self.raw_features)!r:.200}")
+        for step in self.input_steps:
+            _check_step(step, len(self.raw_features) or None)
+        for step in self.output_steps:
+            _check_step(step, 1)
         if self.output_steps and self.target not in self.raw_features:
-            raise ModelLoadError(
-                f"preparation inverts outputs for target {self.target!r}, which is not among the raw "
-                f"features {list(self.raw_features)}")
+            raise FormatError(
+                f"preparation inverts outputs for target {self.target!r:.100}, which is not among the raw "
+                f"features {list(self.raw_features)!r:.200}")
+
+
+# Parameters each step kind carries, as per-feature lists of numbers; a lag is one positive integer.
+STEP_LISTS = {"log": (), "difference": (), "standard": ("mean", "std"), "minmax": ("min", "max")}
+MAX_LAG = 100_000
+
+
+def _check_step(step: Any, features: int | None) -> None:
+    if not isinstance(step, dict) or step.get("kind") not in KINDS:
+        kind = step.get("kind") if isinstance(step, dict) else type(step).__name__
+        raise FormatError(f"preparation step kind {kind!r:.100} is unknown; this version applies {KINDS}")
+    kind = step["kind"]
+    if kind == "difference" and not (type(step.get("lag")) is int and 0 < step["lag"] <= MAX_LAG):
+        raise FormatError(f"preparation step 'difference' needs a lag in 1..{MAX_LAG}; "
+                          f"got {step.get('lag')!r:.100}")
+    for key in STEP_LISTS[kind]:
+        values = step.get(key)
+        if not _numbers(values, features):
+            raise FormatError(f"preparation step {kind!r} needs '{key}' as a list of "
+                              f"{features or 'per-feature'} finite numbers; got {values!r:.100}")
+    if kind == "standard" and any(v <= 0 for v in step["std"]):
+        raise FormatError(f"preparation step 'standard' has a std <= 0: {step['std']!r:.100}")
+    if kind == "minmax" and not (_numbers(step.get("range"), 2) and step["range"][0] < step["range"][1]
+                                 and all(hi > lo for lo, hi in zip(step["min"], step["max"]))):
+        raise FormatError("preparation step 'minmax' needs max > min per feature and a range [lo, hi] "
+                          f"with lo < hi; got range {step.get('range')!r:.100}")
+
+
+def _numbers(values: Any, count: int | None) -> bool:
+    return (isinstance(values, list) and bool(values) and (count is None or len(values) == count)
+            and all(type(v) in (int, float) and np.isfinite(v) for v in values))
 
 
 def fit_preparation(series: np.ndarray, features: Sequence[str], target: str | None = None, *,
@@ -177,7 +210,7 @@ def _forward(step: dict[str, Any], values: np.ndarray) -> np.ndarray:
     kind = step["kind"]
     if kind == "log":
         if (values <= 0).any():
-            raise InvalidInput("raw inputs must be > 0: the model's preparation takes their logarithm; "
+            raise RawInputError("raw inputs must be > 0: the model's preparation takes their logarithm; "
                                f"received a minimum of {values.min():g}")
         return np.log(values)
     if kind == "difference":

@@ -1,22 +1,22 @@
-"""Sets a built Keras 3 model's weights from an .h5 file, layer by layer name, converting legacy layouts."""
+"""Sets a built Keras 3 model's weights from a file's saved arrays, by layer name, converting old layouts."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
-import h5py
 import numpy as np
 
-from lstmserve.server.runtime.errors import ModelLoadError
+from lstmserve.server.errors import ModelLoadError
+from lstmserve.server.loading.modelfile import ModelFile
 
 SHADOW_HINT = ("if '{cls}' is your own layer class that shares a Keras built-in's name, pass the module "
                "defining it with --custom-objects MODULE")
 
 
-def load_weights(path: Path, model: Any, layouts: dict[str, str]) -> None:
-    """Assign every saved layer's weights; `layouts` names layers saved in a CuDNN layout."""
-    saved = read_saved_weights(path)
+def assign_weights(model_file: ModelFile, model: Any, layouts: dict[str, str]) -> None:
+    """Assign every saved layer's weights; `layouts` names layers saved in a CuDNN layout. Pairing by
+    layer name (Keras's own loader pairs by position) gives a clear error when file and config disagree."""
+    saved, path = model_file.weights, model_file.path
     layers = {layer.name: layer for layer in model.layers}
     unsaved = [name for name, layer in layers.items() if _variables(layer) and name not in saved]
     unknown = [name for name in saved if name not in layers]
@@ -30,20 +30,6 @@ def load_weights(path: Path, model: Any, layouts: dict[str, str]) -> None:
             arrays = from_cudnn(arrays, layouts[name])
         # A weightless layer given weights is how a custom class built as a built-in shows.
         _assign(layers[name], arrays)
-
-
-def read_saved_weights(path: Path) -> dict[str, list[np.ndarray]]:
-    """Layer name -> its arrays in saved order, for layers that saved any (Keras's own order-based
-    loader pairs them by position; names give a clearer error when a file and its config disagree)."""
-    with h5py.File(path, "r") as h5:
-        group = h5["model_weights"] if "model_weights" in h5 else h5
-        saved = {}
-        for name in _strings(group.attrs.get("layer_names", [])):
-            layer_group = group[name]
-            arrays = [layer_group[w][()] for w in _strings(layer_group.attrs.get("weight_names", []))]
-            if arrays:
-                saved[name] = arrays
-    return saved
 
 
 def from_cudnn(arrays: list[np.ndarray], layout: str) -> list[np.ndarray]:
@@ -84,7 +70,3 @@ def _variables(layer: Any) -> list[Any]:
 
 def _is_builtin(layer: Any) -> bool:
     return type(layer).__module__.startswith("keras.")
-
-
-def _strings(values: Any) -> list[str]:
-    return [v.decode("utf-8") if isinstance(v, bytes) else str(v) for v in values]

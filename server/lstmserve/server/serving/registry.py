@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import threading
 
-from lstmserve.server.runtime.errors import InvalidInput, ModelNotFound, ModelNotReady
-from lstmserve.server.runtime.model import LoadedModel
+from lstmserve.server.errors import InvalidInput, ModelNotFound, ModelNotReady
+from lstmserve.server.serving.model import LoadedModel
 
 
 class ModelRegistry:

@@ -7,6 +7,8 @@ from typing import Any
 
 import keras
 
+from lstmserve.server.keras_internals import replace_activation
+
 ACTIVATION_ATTRIBUTES = ("activation", "recurrent_activation")
 
 
@@ -25,7 +27,7 @@ def restore_keras2_activations(model: Any) -> list[str]:
             if isinstance(getattr(type(layer), attribute, None), property):
                 continue
             if getattr(layer, attribute, None) is keras.activations.hard_sigmoid:
-                setattr(layer, attribute, keras2_hard_sigmoid)
+                replace_activation(layer, attribute, keras2_hard_sigmoid)
                 changed.append(f"{owner} {attribute}")
     return sorted(set(changed))
 

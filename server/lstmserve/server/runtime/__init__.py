@@ -1,1 +1,0 @@
-"""The serving runtime: plain Python over Keras and numpy, never importing grpc."""
