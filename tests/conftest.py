@@ -49,14 +49,17 @@ def loaded_classifier(classifier_h5) -> LoadedModel:
 
 @pytest.fixture
 def start_server() -> Iterator[Callable[..., RunningServer]]:
-    """Factory: start a real server on 127.0.0.1:0 holding the given LoadedModels, SERVING."""
+    """Factory: start a real server on 127.0.0.1:0 holding the given LoadedModels, SERVING.
+
+    `security` goes to create_server as is (credentials=..., interceptors=...).
+    """
     started: list[RunningServer] = []
 
-    def start(*models: LoadedModel, serving: bool = True, workers: int = 16) -> RunningServer:
+    def start(*models: LoadedModel, serving: bool = True, workers: int = 16, **security) -> RunningServer:
         registry = ModelRegistry()
         for model in models:
             registry.add(model)
-        running = create_server(registry, "127.0.0.1:0", workers)
+        running = create_server(registry, "127.0.0.1:0", workers, **security)
         running.set_serving(serving)
         started.append(running)
         return running

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import grpc
-from grpc import aio
 
 from lstmserve.client import _messages as msg
-from lstmserve.client.client import CHANNEL_OPTIONS, DEFAULT_TIMEOUT_S
+from lstmserve.client.channel import DEFAULT_TARGET, Pem, Target, channel_spec
+from lstmserve.client.client import DEFAULT_TIMEOUT_S
 from lstmserve.client.errors import LstmserveError
 from lstmserve.v1 import model_pb2 as mpb
 from lstmserve.v1 import prediction_service_pb2 as pb
@@ -16,14 +17,25 @@ from lstmserve.v1 import prediction_service_pb2_grpc as pb_grpc
 
 
 class AsyncClient:
-    """`async with AsyncClient("localhost:8500") as client: await client.predict(x)`."""
+    """`async with AsyncClient("localhost:8500") as client: await client.predict(x)`.
 
-    def __init__(self, target: str = "localhost:8500", *, model: str | None = None,
-                 timeout: float = DEFAULT_TIMEOUT_S) -> None:
+    Takes Client's target, TLS, token and options arguments, with the same meaning.
+    """
+
+    def __init__(self, target: Target = DEFAULT_TARGET, *, model: str | None = None,
+                 timeout: float = DEFAULT_TIMEOUT_S, tls: bool = False,
+                 root_certificates: Pem | None = None, client_cert: Pem | None = None,
+                 client_key: Pem | None = None, token: str | None = None,
+                 health_check: bool | None = None,
+                 options: Sequence[tuple[str, Any]] = ()) -> None:
+        spec = channel_spec(target, tls=tls, root_certificates=root_certificates,
+                            client_cert=client_cert, client_key=client_key, token=token,
+                            health_check=health_check, options=options)
         self.target = target
         self.model = model
         self.timeout = timeout
-        self._channel = aio.insecure_channel(target, options=CHANNEL_OPTIONS)
+        self._metadata = spec.metadata
+        self._channel = spec.open_aio()
         self._stub = pb_grpc.PredictionServiceStub(self._channel)
         self._health = self._channel.unary_unary(msg.HEALTH_CHECK)
 
@@ -77,6 +89,7 @@ class AsyncClient:
 
     async def _call(self, method: Any, request: Any, timeout: float | None) -> Any:
         try:
-            return await method(request, timeout=self.timeout if timeout is None else timeout)
+            return await method(request, timeout=self.timeout if timeout is None else timeout,
+                                metadata=self._metadata)
         except grpc.RpcError as error:
             raise LstmserveError.from_rpc_error(error) from None

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from lstmserve.client.channel import DEFAULT_TARGET
 from lstmserve.client.client import Client
 from lstmserve.client.errors import LstmserveError
 
@@ -35,7 +36,9 @@ def register_predict(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("data", nargs="?", help="input as JSON, e.g. '[[[0.1]],[[0.2]]]'")
     parser.add_argument("--file", type=Path, help="input from a .npy, .json or .csv file")
     parser.add_argument("--shape", help="reshape the input, e.g. 5,1,1")
-    parser.add_argument("--target", default="localhost:8500", help="server address host:port")
+    parser.add_argument("--target", action="append", metavar="ADDRESS",
+                        help="server host:port or gRPC target such as dns:///name:port; repeat it to "
+                        "spread calls over several servers (default localhost:8500)")
     parser.add_argument("--model", help="model name (optional when the server holds one model)")
     parser.add_argument("--version", help="model version (default: latest)")
     parser.add_argument("--mode", choices=MODES, default="values")
@@ -44,7 +47,27 @@ def register_predict(commands: argparse._SubParsersAction) -> None:
                         help="input is already prepared; return the model's raw outputs")
     parser.add_argument("--dtype", default="float32", help="input dtype (default float32)")
     parser.add_argument("--timeout", type=float, default=10.0, help="deadline in seconds")
+    _add_security_options(parser)
     parser.set_defaults(run=run_predict)
+
+
+def _add_security_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--tls", action="store_true",
+                        help="connect with TLS, trusting the system's roots unless --tls-ca is given")
+    parser.add_argument("--tls-ca", type=Path, metavar="PEM",
+                        help="CA certificate(s) that sign the server's certificate (implies --tls)")
+    parser.add_argument("--tls-cert", type=Path, metavar="PEM",
+                        help="client certificate for mutual TLS (with --tls-key; implies --tls)")
+    parser.add_argument("--tls-key", type=Path, metavar="PEM", help="client certificate's private key")
+    parser.add_argument("--token", help="bearer token for a server started with --auth-token-file "
+                        "(default $LSTMSERVE_TOKEN, which other users cannot read in the process list)")
+
+
+def _client(args: argparse.Namespace) -> Client:
+    targets = args.target or [DEFAULT_TARGET]
+    return Client(targets[0] if len(targets) == 1 else targets, timeout=args.timeout, tls=args.tls,
+                  root_certificates=args.tls_ca, client_cert=args.tls_cert, client_key=args.tls_key,
+                  token=args.token)
 
 
 def run_predict(args: argparse.Namespace) -> int:
@@ -55,7 +78,12 @@ def run_predict(args: argparse.Namespace) -> int:
         return 2
     options = {"model": args.model, "version": args.version, "prepared": args.prepared}
     try:
-        with Client(args.target, timeout=args.timeout) as client:
+        client = _client(args)
+    except ValueError as error:
+        print(f"lstmserve predict: {error}", file=sys.stderr)
+        return 2
+    try:
+        with client:
             if args.mode == "classes":
                 result = client.predict_classes(x, labels=args.labels, **options)
             elif args.mode == "probabilities":

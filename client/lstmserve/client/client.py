@@ -2,24 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import grpc
 
 from lstmserve.client import _messages as msg
+from lstmserve.client.channel import DEFAULT_TARGET, Pem, Target, channel_spec
 from lstmserve.client.errors import LstmserveError
 from lstmserve.v1 import model_pb2 as mpb
 from lstmserve.v1 import prediction_service_pb2 as pb
 from lstmserve.v1 import prediction_service_pb2_grpc as pb_grpc
 
 DEFAULT_TIMEOUT_S = 10.0
-# Predict payloads of long windows outgrow gRPC's 4 MiB default quickly.
-MAX_MESSAGE_BYTES = 64 * 1024 * 1024
-CHANNEL_OPTIONS = [
-    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-]
 
 
 class Client:
@@ -27,16 +22,29 @@ class Client:
 
     >>> with Client("localhost:8500") as client:
     ...     client.predict(x, model="seed")
+
+    `target` is "host:port", a gRPC target ("dns:///name:port", "ipv4:a:p,b:p") or a list of "host:port":
+    calls go round-robin, to replicas that report SERVING, and are retried on UNAVAILABLE (see
+    lstmserve.client.channel). TLS with `tls=True` or any certificate (paths or PEM bytes); `token` (else
+    $LSTMSERVE_TOKEN) goes with every call; `options` add or replace gRPC channel options.
     """
 
     def __init__(
-        self, target: str = "localhost:8500", *, model: str | None = None,
-        timeout: float = DEFAULT_TIMEOUT_S, channel: grpc.Channel | None = None,
+        self, target: Target = DEFAULT_TARGET, *, model: str | None = None,
+        timeout: float = DEFAULT_TIMEOUT_S, channel: grpc.Channel | None = None, tls: bool = False,
+        root_certificates: Pem | None = None, client_cert: Pem | None = None,
+        client_key: Pem | None = None, token: str | None = None,
+        health_check: bool | None = None,
+        options: Sequence[tuple[str, Any]] = (),
     ) -> None:
+        spec = channel_spec(target, tls=tls, root_certificates=root_certificates,
+                            client_cert=client_cert, client_key=client_key, token=token,
+                            health_check=health_check, options=options)
         self.target = target
         self.model = model
         self.timeout = timeout
-        self._channel = channel or grpc.insecure_channel(target, options=CHANNEL_OPTIONS)
+        self._metadata = spec.metadata
+        self._channel = channel or spec.open()
         self._stub = pb_grpc.PredictionServiceStub(self._channel)
         self._health = self._channel.unary_unary(
             msg.HEALTH_CHECK, request_serializer=None, response_deserializer=None
@@ -94,6 +102,7 @@ class Client:
 
     def _call(self, method: Callable[..., Any], request: Any, timeout: float | None) -> Any:
         try:
-            return method(request, timeout=self.timeout if timeout is None else timeout)
+            return method(request, timeout=self.timeout if timeout is None else timeout,
+                          metadata=self._metadata)
         except grpc.RpcError as error:
             raise LstmserveError.from_rpc_error(error) from None

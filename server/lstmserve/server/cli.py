@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import json
 import logging
 import signal
@@ -27,6 +28,7 @@ def register_serve(commands: argparse._SubParsersAction) -> None:
                         help="threads for handlers that are not coroutines (calls run on one event loop)")
     _add_batching_options(parser)
     _add_load_options(parser)
+    _add_security_options(parser)
     parser.set_defaults(run=run_serve)
 
 
@@ -56,6 +58,48 @@ def _engine_config(args: argparse.Namespace):
     return EngineConfig(batching=batching, jit_compile=not args.no_xla)
 
 
+def _add_security_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--tls-cert", type=Path, metavar="PEM",
+                        help="serve TLS only, with this certificate chain (needs --tls-key)")
+    parser.add_argument("--tls-key", type=Path, metavar="PEM", help="private key of --tls-cert")
+    parser.add_argument("--tls-client-ca", type=Path, metavar="PEM",
+                        help="mutual TLS: require client certificates signed by this CA")
+    parser.add_argument("--auth-token-file", type=Path, metavar="FILE",
+                        help="require 'authorization: Bearer <token>' on every call but health; one token "
+                        "per line, '#' comments; the file is read again within a second of a change")
+
+
+def _security(args: argparse.Namespace) -> dict:
+    """create_server's credentials and interceptors from the flags; ValueError/OSError on bad files."""
+    from lstmserve.server.transport.auth import TokenAuthInterceptor, TokenFile, server_credentials
+    if (args.tls_cert is None) != (args.tls_key is None):
+        raise ValueError("--tls-cert and --tls-key go together")
+    if args.tls_client_ca is not None and args.tls_cert is None:
+        raise ValueError("--tls-client-ca needs --tls-cert and --tls-key (mutual TLS is TLS first)")
+    credentials = (server_credentials(args.tls_cert, args.tls_key, args.tls_client_ca)
+                   if args.tls_cert else None)
+    interceptors = [TokenAuthInterceptor(TokenFile(args.auth_token_file))] if args.auth_token_file else []
+    return {"credentials": credentials, "interceptors": interceptors}
+
+
+def exposure_warnings(host: str, tls: bool, authenticated: bool) -> list[str]:
+    """What `serve` warns about when it listens beyond this machine without TLS or authentication."""
+    try:
+        if ipaddress.ip_address(host.strip("[]")).is_loopback:
+            return []
+    except ValueError:
+        if host == "localhost":
+            return []
+    warnings = []
+    if not tls:
+        warnings.append(f"listening on {host} without TLS: requests, answers and any token cross the "
+                        "network readable (--tls-cert/--tls-key)")
+    if not authenticated:
+        warnings.append(f"listening on {host} without authentication: anyone who reaches the port may "
+                        "call it (--auth-token-file or --tls-client-ca)")
+    return warnings
+
+
 def _add_load_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--custom-objects", action="append", default=[], metavar="MODULE",
                         help="import MODULE and allow the layer classes it defines (repeatable)")
@@ -78,10 +122,14 @@ def run_serve(args: argparse.Namespace) -> int:
         named = _named_paths(args.model, args.name)
         options = _load_options(args)
         args.engine = _engine_config(args)
-        running = create_server(ModelRegistry(), f"{args.host}:{args.port}", args.workers)
+        security = _security(args)
+        running = create_server(ModelRegistry(), _address(args.host, args.port), args.workers, **security)
     except (ValueError, ModelLoadError, OSError, RuntimeError) as error:
         print(f"lstmserve serve: {error}", file=sys.stderr)
         return 2
+    for warning in exposure_warnings(args.host, args.tls_cert is not None,
+                                     bool(args.auth_token_file or args.tls_client_ca)):
+        log.warning("%s", warning)
     tune_for_serving()
     log.info("listening on %s:%d (NOT_SERVING until models are loaded)", args.host, running.port)
     failed = threading.Event()
@@ -93,6 +141,11 @@ def run_serve(args: argparse.Namespace) -> int:
     loaders = [_loader(path, name, options, args) for name, path in named]
     load_in_background(running, [name for name, _ in named], loaders, on_error)
     return _wait_for_stop(running, failed)
+
+
+def _address(host: str, port: int) -> str:
+    # An IPv6 literal needs brackets before its port ("::" alone would read as host ":" port ":").
+    return f"[{host}]:{port}" if ":" in host and not host.startswith("[") else f"{host}:{port}"
 
 
 def _wait_for_stop(running, failed: threading.Event) -> int:

@@ -60,20 +60,22 @@ class RunningServer:
         return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout)
 
 
-def create_server(registry: ModelRegistry, address: str = "127.0.0.1:0",
-                  workers: int = 32) -> RunningServer:
+def create_server(registry: ModelRegistry, address: str = "127.0.0.1:0", workers: int = 32, *,
+                  credentials: grpc.ServerCredentials | None = None,
+                  interceptors: Sequence[grpc.aio.ServerInterceptor] = ()) -> RunningServer:
     """A started server on `address` (port 0 picks a free port), NOT_SERVING until told otherwise.
 
     One event loop answers every call (no thread per call, so no contention for the interpreter lock
     between calls); models run on their batchers' threads (tiny compiled twins in place). `workers`
-    threads serve any handler that is not a coroutine.
+    threads serve any handler that is not a coroutine. `credentials` (transport.auth.server_credentials)
+    make the port TLS only; `interceptors` see every call (transport.auth.TokenAuthInterceptor).
     """
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, name="grpc-loop", daemon=True)
     thread.start()
     try:
         server, port, health_servicer = asyncio.run_coroutine_threadsafe(
-            _start(registry, address, workers), loop).result(60)
+            _start(registry, address, workers, credentials, tuple(interceptors)), loop).result(60)
     except BaseException:
         loop.call_soon_threadsafe(loop.stop)
         thread.join(timeout=30)
@@ -83,9 +85,11 @@ def create_server(registry: ModelRegistry, address: str = "127.0.0.1:0",
     return running
 
 
-async def _start(registry: ModelRegistry, address: str, workers: int):
+async def _start(registry: ModelRegistry, address: str, workers: int,
+                 credentials: grpc.ServerCredentials | None, interceptors: tuple):
     server = grpc.aio.server(
         futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="rpc"),
+        interceptors=interceptors,
         options=[("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
                  ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
                  ("grpc.so_reuseport", 0)],
@@ -98,7 +102,8 @@ async def _start(registry: ModelRegistry, address: str, workers: int):
         (SERVICE_NAME, STATS_SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
          reflection.SERVICE_NAME), server)
     try:
-        port = server.add_insecure_port(address)
+        port = (server.add_secure_port(address, credentials) if credentials is not None
+                else server.add_insecure_port(address))
     except RuntimeError as error:  # grpc.aio raises where the sync server returned 0
         raise OSError(f"cannot listen on {address}") from error
     if port == 0:
