@@ -105,10 +105,10 @@ def test_typed_contents_and_fp64_inputs_give_the_same_answer(stub, client):
 
 def test_classifier_infer_equals_v1_probabilities_and_classification_gives_top_2(stub, client):
     X, _ = classifier_data(rows=8, seed=3)
-    name = stub.ModelMetadata(v2.ModelMetadataRequest(name="classifier"), timeout=30).inputs[0].name
+    metadata = stub.ModelMetadata(v2.ModelMetadataRequest(name="classifier"), timeout=30)
+    name, output = metadata.inputs[0].name, metadata.outputs[0].name
     probabilities = client.predict_proba(X, model="classifier")
     labels = client.predict_classes(X, model="classifier", labels=True)
-    output = stub.ModelMetadata(v2.ModelMetadataRequest(name="classifier"), timeout=30).outputs[0].name
 
     values = stub.ModelInfer(infer_request(X, "classifier", name=name), timeout=30)
     np.testing.assert_array_equal(output_array(values, output), probabilities)
