@@ -5,7 +5,8 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PORT   ?= 8500
 MODELS := models
-PROTOS := $(wildcard protos/lstmserve/v1/*.proto)
+# lstmserve.v1, and the Open Inference Protocol (package inference) under the lstmserve namespace.
+PROTOS := $(wildcard protos/lstmserve/v1/*.proto protos/lstmserve/inference/v2/*.proto)
 GENERATED := $(patsubst protos/%.proto,client/%_pb2.py,$(PROTOS))
 PYTEST_ARGS ?=
 

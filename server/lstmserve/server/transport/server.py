@@ -16,6 +16,7 @@ from grpc_reflection.v1alpha import reflection
 from lstmserve.server.errors import ModelLoadError
 from lstmserve.server.serving.model import LoadedModel
 from lstmserve.server.serving.registry import ModelRegistry
+from lstmserve.server.transport import inference_v2
 from lstmserve.server.transport.servicer import PredictionServicer
 from lstmserve.server.transport.stats import StatsServicer
 from lstmserve.v1 import prediction_service_pb2 as pb
@@ -98,9 +99,11 @@ async def _start(registry: ModelRegistry, address: str, workers: int,
     spb_grpc.add_StatsServiceServicer_to_server(StatsServicer(registry), server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    # The Open Inference Protocol (KServe V2) on the same port, over the same registry.
+    inference_v2.add_to_server(server, registry, health_servicer)
     reflection.enable_server_reflection(
         (SERVICE_NAME, STATS_SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-         reflection.SERVICE_NAME), server)
+         inference_v2.SERVICE_NAME, reflection.SERVICE_NAME), server)
     try:
         port = (server.add_secure_port(address, credentials) if credentials is not None
                 else server.add_insecure_port(address))
