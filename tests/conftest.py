@@ -51,15 +51,19 @@ def loaded_classifier(classifier_h5) -> LoadedModel:
 def start_server() -> Iterator[Callable[..., RunningServer]]:
     """Factory: start a real server on 127.0.0.1:0 holding the given LoadedModels, SERVING.
 
-    `security` goes to create_server as is (credentials=..., interceptors=...).
+    `options` go to create_server as they are (credentials=..., interceptors=...); `observer_for` makes
+    the server's observer from its registry (metrics read the models at scrape time).
     """
     started: list[RunningServer] = []
 
-    def start(*models: LoadedModel, serving: bool = True, workers: int = 16, **security) -> RunningServer:
+    def start(*models: LoadedModel, serving: bool = True, workers: int = 16, observer_for=None,
+              **options) -> RunningServer:
         registry = ModelRegistry()
         for model in models:
             registry.add(model)
-        running = create_server(registry, "127.0.0.1:0", workers, **security)
+        if observer_for is not None:
+            options["observer"] = observer_for(registry)
+        running = create_server(registry, "127.0.0.1:0", workers, **options)
         running.set_serving(serving)
         started.append(running)
         return running

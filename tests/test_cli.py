@@ -24,7 +24,7 @@ def served_demo(seed_h5, classifier_h5, tmp_path):
     log = tmp_path / "serve.log"
     with log.open("w") as stream:
         process = subprocess.Popen(
-            [LSTMSERVE, "serve", "--model", f"seed={seed_h5}", "--model",
+            [LSTMSERVE, "serve", "--metrics-port", "0", "--model", f"seed={seed_h5}", "--model",
              f"classifier={classifier_h5}", "--port", "0"], stdout=stream, stderr=subprocess.STDOUT)
     try:
         address = _wait_until_serving(process, log)
@@ -100,7 +100,7 @@ def test_inspect_fails_clearly_on_a_file_that_is_not_a_model(tmp_path):
 
 def test_serve_exits_non_zero_when_a_model_cannot_load(tmp_path):
     env = {**os.environ}
-    result = subprocess.run([LSTMSERVE, "serve", "--model", str(tmp_path / "nope.h5"),
+    result = subprocess.run([LSTMSERVE, "serve", "--metrics-port", "0", "--model", str(tmp_path / "nope.h5"),
                              "--port", "0"], capture_output=True, text=True, timeout=120, env=env)
     assert result.returncode == 1
     assert "cannot load model 'nope'" in result.stderr and "does not exist" in result.stderr

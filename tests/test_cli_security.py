@@ -38,7 +38,7 @@ def secured(seed_h5, pki, tmp_path_factory):
     tokens.write_text(f"# for the CLI test\n{TOKEN}\n")
     with log.open("w") as stream:
         process = subprocess.Popen(
-            [LSTMSERVE, "serve", "--model", f"seed={seed_h5}", "--port", "0",
+            [LSTMSERVE, "serve", "--metrics-port", "0", "--model", f"seed={seed_h5}", "--port", "0",
              "--tls-cert", str(pki["server"].cert), "--tls-key", str(pki["server"].key),
              "--tls-client-ca", str(pki["ca"]), "--auth-token-file", str(tokens)],
             stdout=stream, stderr=subprocess.STDOUT)
@@ -114,6 +114,7 @@ def test_the_server_log_never_holds_a_token(secured, pki):
 ])
 def test_serve_refuses_incomplete_security_flags(seed_h5, tmp_path, flags, message):
     (tmp_path / "empty").write_text("# nobody\n")
-    result = subprocess.run([LSTMSERVE, "serve", "--model", str(seed_h5), "--port", "0", *flags],
+    command = [LSTMSERVE, "serve", "--metrics-port", "0", "--model", str(seed_h5), "--port", "0", *flags]
+    result = subprocess.run(command,
                             capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert result.returncode == 2 and message in result.stderr, result.stderr[-2000:]

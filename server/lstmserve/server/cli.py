@@ -9,6 +9,7 @@ import logging
 import signal
 import sys
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +30,7 @@ def register_serve(commands: argparse._SubParsersAction) -> None:
     _add_batching_options(parser)
     _add_load_options(parser)
     _add_security_options(parser)
+    _add_operations_options(parser)
     parser.set_defaults(run=run_serve)
 
 
@@ -58,6 +60,37 @@ def _engine_config(args: argparse.Namespace):
     return EngineConfig(batching=batching, jit_compile=not args.no_xla)
 
 
+def _add_operations_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--metrics-port", type=int, default=9500,
+                        help="Prometheus metrics over HTTP at /metrics on this port (0: off)")
+    parser.add_argument("--metrics-host", help="address the metrics listen on (default: --host)")
+    parser.add_argument("--access-log", metavar="FILE|-",
+                        help="one JSON line per call (time, peer, method, model, version, mode, rows, "
+                        "status, latency, incident) to FILE, or to standard output with '-'")
+    parser.add_argument("--log-format", choices=("text", "json"), default="text",
+                        help="the server log as text lines or JSON objects")
+    parser.add_argument("--otel", action="store_true",
+                        help="OpenTelemetry spans for every call (and a prediction's decode, queue wait, "
+                        "model run and encode), exported over OTLP as the OTEL_EXPORTER_OTLP_* variables "
+                        "say; needs lstmserve-server[otel]")
+
+
+def _observer(args: argparse.Namespace, registry):
+    """Metrics and access log as the flags ask; the metrics port is bound here, before models load."""
+    from lstmserve.server.transport.metrics import Metrics
+    from lstmserve.server.transport.observe import Observer, access_logger
+    metrics = Metrics(registry.loaded) if args.metrics_port else None
+    if metrics is not None:
+        host = args.metrics_host or args.host
+        try:
+            port = metrics.serve(host.strip("[]"), args.metrics_port)
+        except OSError as error:
+            raise OSError(f"cannot serve metrics on {_address(host, args.metrics_port)} ({error.strerror}); "
+                          "--metrics-port 0 turns them off") from None
+        log.info("metrics at http://%s/metrics", _address(host, port))
+    return Observer(metrics, access_logger(args.access_log) if args.access_log else None)
+
+
 def _add_security_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tls-cert", type=Path, metavar="PEM",
                         help="serve TLS only, with this certificate chain (needs --tls-key)")
@@ -69,7 +102,7 @@ def _add_security_options(parser: argparse.ArgumentParser) -> None:
                         "per line, '#' comments; the file is read again within a second of a change")
 
 
-def _security(args: argparse.Namespace) -> dict:
+def _security(args: argparse.Namespace, observer) -> dict:
     """create_server's credentials and interceptors from the flags; ValueError/OSError on bad files."""
     from lstmserve.server.transport.auth import TokenAuthInterceptor, TokenFile, server_credentials
     if (args.tls_cert is None) != (args.tls_key is None):
@@ -78,7 +111,15 @@ def _security(args: argparse.Namespace) -> dict:
         raise ValueError("--tls-client-ca needs --tls-cert and --tls-key (mutual TLS is TLS first)")
     credentials = (server_credentials(args.tls_cert, args.tls_key, args.tls_client_ca)
                    if args.tls_cert else None)
-    interceptors = [TokenAuthInterceptor(TokenFile(args.auth_token_file))] if args.auth_token_file else []
+    interceptors = []
+    if args.auth_token_file:
+        interceptor = TokenAuthInterceptor(TokenFile(args.auth_token_file))
+        if observer.metrics is not None:
+            interceptor.on_rejected = observer.metrics.count_auth_rejection
+        interceptors.append(interceptor)
+    if args.otel:
+        from lstmserve.server.transport import tracing
+        interceptors = tracing.enable() + interceptors  # the call's span also covers a refused call
     return {"credentials": credentials, "interceptors": interceptors}
 
 
@@ -113,7 +154,7 @@ def _add_load_options(parser: argparse.ArgumentParser) -> None:
 
 def run_serve(args: argparse.Namespace) -> int:
     from lstmserve.server.process import configure_logging, tune_for_serving
-    configure_logging(args.log_level or "info")
+    configure_logging(args.log_level or "info", json_lines=args.log_format == "json")
     from lstmserve.server.errors import ModelLoadError
     from lstmserve.server.serving.registry import ModelRegistry
     from lstmserve.server.transport.server import create_server, load_in_background
@@ -122,8 +163,11 @@ def run_serve(args: argparse.Namespace) -> int:
         named = _named_paths(args.model, args.name)
         options = _load_options(args)
         args.engine = _engine_config(args)
-        security = _security(args)
-        running = create_server(ModelRegistry(), _address(args.host, args.port), args.workers, **security)
+        registry = ModelRegistry()
+        observer = _observer(args, registry)
+        security = _security(args, observer)
+        running = create_server(registry, _address(args.host, args.port), args.workers, observer=observer,
+                                **security)
     except (ValueError, ModelLoadError, OSError, RuntimeError) as error:
         print(f"lstmserve serve: {error}", file=sys.stderr)
         return 2
@@ -136,9 +180,11 @@ def run_serve(args: argparse.Namespace) -> int:
 
     def on_error(name: str, error: ModelLoadError) -> None:
         log.error("cannot load model '%s': %s", name, error)
+        if observer.metrics is not None:
+            observer.metrics.count_load_failure(name)
         failed.set()
 
-    loaders = [_loader(path, name, options, args) for name, path in named]
+    loaders = [_loader(path, name, options, args, observer.metrics) for name, path in named]
     load_in_background(running, [name for name, _ in named], loaders, on_error)
     return _wait_for_stop(running, failed)
 
@@ -159,12 +205,16 @@ def _wait_for_stop(running, failed: threading.Event) -> int:
     return 1 if failed.is_set() else 0
 
 
-def _loader(path: Path, name: str, options, args):
+def _loader(path: Path, name: str, options, args, metrics):
     from lstmserve.server.loading.load import load_model
 
     def load():
+        started = time.perf_counter()
         model = load_model(path, name, options=options, engine=args.engine)
-        log.info("model '%s' v%s loaded from %s: inputs %s", name, model.version, path,
+        seconds = time.perf_counter() - started
+        if metrics is not None:
+            metrics.observe_load(name, seconds)
+        log.info("model '%s' v%s loaded from %s in %.1f s: inputs %s", name, model.version, path, seconds,
                  [spec.describe() for spec in model.inputs])
         return model
     return load

@@ -43,13 +43,15 @@ def prepare_tensorflow(level: str = "info") -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "0" if level == "debug" else "2")
 
 
-def configure_logging(level: str = "info") -> None:
-    """lstmserve's lines at `level`; TensorFlow, Keras and absl (Python and C++) only at debug."""
+def configure_logging(level: str = "info", json_lines: bool = False) -> None:
+    """lstmserve's lines at `level`, as text or one JSON object a line (python-json-logger); TensorFlow,
+    Keras and absl (Python and C++) only at debug."""
     if level not in LEVELS:
         raise ValueError(f"log level is {level!r}; expected one of {LEVELS}")
     prepare_tensorflow(level)
-    stream = _capture_native_stderr()
-    logging.basicConfig(level=level.upper(), format=TEXT_FORMAT, stream=stream, force=True)
+    handler = logging.StreamHandler(_capture_native_stderr())
+    handler.setFormatter(_json_formatter() if json_lines else logging.Formatter(TEXT_FORMAT))
+    logging.basicConfig(level=level.upper(), handlers=[handler], force=True)
     logging.captureWarnings(True)
     if level != "debug":
         for name in NOISY_PYTHON_LOGGERS:
@@ -57,6 +59,12 @@ def configure_logging(level: str = "info") -> None:
 
 
 _captured: list = []  # the stream standing for the real stderr, once descriptor 2 has been captured
+
+
+def _json_formatter() -> logging.Formatter:
+    from pythonjsonlogger.json import JsonFormatter
+    return JsonFormatter("%(levelname)s %(name)s %(message)s", timestamp="time",
+                         rename_fields={"levelname": "level", "name": "logger"})
 
 
 def _capture_native_stderr():

@@ -31,6 +31,9 @@ def register_bench(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--levels", type=int, nargs="+", help=f"concurrency levels (default {LEVELS})")
     parser.add_argument("--heavy-rows", type=int, default=16,
                         help="rows per request for the heavy model (the seed sends 1)")
+    parser.add_argument("--observability", action="store_true",
+                        help="also serve the seed with metrics, access log and token auth on, beside a "
+                        "server with them off, and compare")
     parser.add_argument("--workers", type=int, default=32, help="gRPC threads of both servers")
     parser.add_argument("--max-batch", type=int, default=64)
     parser.add_argument("--max-delay-ms", type=float, default=0.0)
@@ -58,10 +61,26 @@ def run_bench(args: argparse.Namespace) -> int:
             result["verdicts"] = report.evaluate(name, result)
             results["models"][name] = result
             print(report.table(name, result), flush=True)
+        if args.observability:
+            results["observability"] = _bench_observability(settings, env, args.out)
     except (RuntimeError, TimeoutError, OSError) as error:
         print(f"lstmserve bench: {error}", file=sys.stderr)
         return 1
     return _write(results, args.out)
+
+
+def _bench_observability(settings: dict, env: dict, out: Path) -> dict:
+    from lstmserve.server.bench import observability, wire
+    path = _build_models(["seed"], out / "models", env)["seed"]
+    folder = out / "observability"
+    folder.mkdir(exist_ok=True)
+    print("[observability] seed served twice: metrics + access log + auth on, and all off ...", flush=True)
+    request = wire.write_request("seed", path, 1, folder / "seed.request.bin")
+    if settings["quick"]:
+        settings = {**settings, "observability_levels": [1, 4]}
+    result = observability.bench_observability(path, settings, env, folder, request)
+    print(observability.table(result), flush=True)
+    return result
 
 
 def _write(results: dict, out: Path) -> int:

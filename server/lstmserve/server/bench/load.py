@@ -32,11 +32,11 @@ class Level:
         self.running = True
 
 
-async def caller(call, payload: bytes, level: Level) -> None:
+async def caller(call, payload: bytes, level: Level, metadata: tuple) -> None:
     while level.running:
         started = time.perf_counter()
         try:
-            await call(payload, timeout=30)
+            await call(payload, timeout=30, metadata=metadata)
         except grpc.aio.AioRpcError as error:
             level.errors[error.code().name] += 1
             continue
@@ -46,7 +46,8 @@ async def caller(call, payload: bytes, level: Level) -> None:
 async def run_level(channel, payload: bytes, concurrency: int, args) -> dict:
     call = channel.unary_unary(PREDICT)  # bytes in, bytes out: no (de)serialization here
     level = Level()
-    tasks = [asyncio.create_task(caller(call, payload, level)) for _ in range(concurrency)]
+    metadata = (("authorization", f"Bearer {args.token}"),) if args.token else ()
+    tasks = [asyncio.create_task(caller(call, payload, level, metadata)) for _ in range(concurrency)]
     await asyncio.sleep(args.window)  # warm-up window, discarded
     windows, stable = await _windows_until_stable(level, args)
     level.running = False
@@ -137,6 +138,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--stable-windows", type=int, default=3)
     parser.add_argument("--max-windows", type=int, default=8)
     parser.add_argument("--tolerance", type=float, default=0.1)
+    parser.add_argument("--token", help="send 'authorization: Bearer TOKEN' with every call")
     parser.add_argument("--pause", action="store_true",
                         help="after each level, say so and wait for a line on stdin")
     return parser.parse_args(argv)

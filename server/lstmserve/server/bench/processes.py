@@ -28,7 +28,7 @@ def python(module: str, *args: str) -> list[str]:
 @contextmanager
 def real_server(model: str, path: Path, options: list[str], env: dict, log: Path) -> Iterator[str]:
     """`lstmserve serve` on a free port; yields its address once health says SERVING."""
-    command = python("lstmserve.client.cli", "serve", "--model", f"{model}={path}",
+    command = python("lstmserve.client.cli", "serve", "--metrics-port", "0", "--model", f"{model}={path}",
                      "--host", "127.0.0.1", "--port", "0", *options)
     with open(log, "w") as sink:
         child = subprocess.Popen(command, env=env, stdout=sink, stderr=subprocess.STDOUT)

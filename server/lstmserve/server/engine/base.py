@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import contextvars
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
 import numpy as np
 
 DEFAULT_BUCKETS = (1, 2, 4, 8, 16, 32, 64)
+
+# Set by a caller that wants to know where a request's time went (tracing): the batcher calls it with
+# (queued, started, finished) in time.time_ns() once the request is answered. Unset, nothing is timed.
+engine_timing: contextvars.ContextVar[Callable[[tuple[int, int, int]], None] | None] = \
+    contextvars.ContextVar("lstmserve_engine_timing", default=None)
 
 
 class Engine(Protocol):
@@ -51,6 +57,7 @@ class EngineStats:
     rejected: int = 0
     failed_batches: int = 0
     batch_rows: Counter = field(default_factory=Counter)
+    queued: int = 0  # requests waiting now (a gauge, set when the snapshot is taken)
 
     def snapshot(self) -> EngineStats:
         return EngineStats(self.requests, self.rows, self.batches, self.rejected,

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from lstmserve.server.engine.base import DEFAULT_BATCHING, BatchConfig, Engine, EngineStats
+from lstmserve.server.engine.base import DEFAULT_BATCHING, BatchConfig, Engine, EngineStats, engine_timing
 from lstmserve.server.errors import ModelFailed, ModelNotReady, Overloaded
 
 log = logging.getLogger(__name__)
@@ -29,10 +29,13 @@ class _Pending:
     """One caller's request. A thread waits on `done` (held until answered: the cheapest one-shot
     signal); a coroutine awaits `future`, settled on its own event loop."""
 
-    __slots__ = ("arrays", "rows", "key", "outputs", "error", "done", "loop", "future")
+    __slots__ = ("arrays", "rows", "key", "outputs", "error", "done", "loop", "future", "times")
 
-    def __init__(self, arrays: Sequence[np.ndarray], loop: asyncio.AbstractEventLoop | None = None) -> None:
+    def __init__(self, arrays: Sequence[np.ndarray], loop: asyncio.AbstractEventLoop | None = None,
+                 timed: bool = False) -> None:
         self.arrays = arrays
+        # [queued, started, finished] in time.time_ns(), when the caller asked (engine_timing).
+        self.times = [time.time_ns(), 0, 0] if timed else None
         self.rows = arrays[0].shape[0]
         self.key = tuple((a.shape[1:], a.dtype.str) for a in arrays)
         self.outputs: list[np.ndarray] | None = None
@@ -96,12 +99,21 @@ class Batcher:
 
     async def predict_async(self, arrays: Sequence[np.ndarray]) -> list[np.ndarray]:
         """`predict` for coroutines: the event loop is woken once per batch, not once per request."""
+        timing = engine_timing.get()
         if self._direct and arrays[0].shape[0] <= self.config.max_batch:
             # Requests reach the loop one per turn (measured: mean batch 1.1 at 64 callers when
             # gathered per turn), so gathering would only add a turn: run it here and now.
-            return self._run_here(arrays)
-        pending = self._enqueue(_Pending(arrays, asyncio.get_running_loop()))
-        return await pending.future
+            if timing is None:
+                return self._run_here(arrays)
+            started = time.time_ns()
+            outputs = self._run_here(arrays)
+            timing((started, started, time.time_ns()))
+            return outputs
+        pending = self._enqueue(_Pending(arrays, asyncio.get_running_loop(), timed=timing is not None))
+        outputs = await pending.future
+        if timing is not None:
+            timing(tuple(pending.times))
+        return outputs
 
     def _enqueue(self, pending: _Pending) -> _Pending:
         with self._ready:
@@ -121,7 +133,9 @@ class Batcher:
 
     def stats(self) -> EngineStats:
         with self._stats_lock:
-            return self._stats.snapshot()
+            snapshot = self._stats.snapshot()
+        snapshot.queued = len(self._queue)
+        return snapshot
 
     def describe(self) -> str:
         where = "in place on the caller's thread" if self._direct else "on its own thread"
@@ -181,14 +195,17 @@ class Batcher:
         return outputs
 
     def _run_group(self, group: list[_Pending]) -> None:
+        started = time.time_ns()
         try:
             outputs = self._execute(group)
         except Exception as error:  # noqa: BLE001 (one failed batch must not stop the worker)
             self._count_failure()
             self._fail(group, error)
             return
-        start = 0
+        start, finished = 0, time.time_ns()
         for pending in group:
+            if pending.times is not None:
+                pending.times[1:] = started, finished
             pending.finish([out[start:start + pending.rows] for out in outputs])
             start += pending.rows
 

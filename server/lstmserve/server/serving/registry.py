@@ -52,7 +52,13 @@ class ModelRegistry:
         return versions[version]
 
     def all(self) -> list[LoadedModel]:
+        """The latest version of every model."""
         return [self.get(name) for name in sorted(self._models)]
+
+    def loaded(self) -> list[LoadedModel]:
+        """Every version of every model."""
+        models = self._models
+        return [model for name in sorted(models) for model in models[name].values()]
 
     def _names(self) -> list[str]:
         return sorted(set(self._models) | self._loading)

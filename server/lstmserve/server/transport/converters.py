@@ -39,6 +39,12 @@ def inputs_from_wire(request: pb.PredictRequest) -> dict[str, np.ndarray]:
             for name, t in request.inputs.items()}
 
 
+def rows_of(inputs: dict[str, np.ndarray]) -> int:
+    """The batch size a request asks for (its first input's), for logs and metrics."""
+    first = next(iter(inputs.values()), None)
+    return int(first.shape[0]) if first is not None and first.ndim else 0
+
+
 def prediction_to_wire(model: LoadedModel, prediction: Prediction) -> pb.PredictResponse:
     # Filled in place: building nested messages from keyword arguments costs twice as much, and
     # this runs once per request.

@@ -17,6 +17,8 @@ from lstmserve.server.errors import ModelNotFound, ModelNotReady
 from lstmserve.server.serving.heads import Mode
 from lstmserve.server.serving.registry import ModelRegistry
 from lstmserve.server.transport import inference_v2_codec as codec
+from lstmserve.server.transport.converters import rows_of
+from lstmserve.server.transport.observe import NULL_OBSERVER, ObservedServicer, Observer, note_call
 from lstmserve.server.transport.status import guarded
 
 SERVICE_NAME = v2.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
@@ -26,7 +28,7 @@ REPOSITORY_UNIMPLEMENTED = (
 )
 
 
-class InferenceV2Servicer(v2_grpc.GRPCInferenceServiceServicer):
+class InferenceV2Servicer(v2_grpc.GRPCInferenceServiceServicer, ObservedServicer):
     def __init__(self, registry: ModelRegistry, health_servicer: health.aio.HealthServicer) -> None:
         self.registry = registry
         # Server readiness is the standard health's overall status: SERVING once every model given at
@@ -67,6 +69,7 @@ class InferenceV2Servicer(v2_grpc.GRPCInferenceServiceServicer):
         inputs = codec.inputs_from_request(request)
         outputs = codec.requested_outputs(request, model)
         prepared = codec.prepared_flag(request)
+        note_call(model.name, model.version, Mode.VALUES.value, rows_of(inputs))
         # Values mode for every output: classification ranks the sigmoid/softmax values themselves.
         prediction = await model.predict_async(inputs, Mode.VALUES, prepared=prepared)
         return codec.response_from_prediction(model, prediction, outputs, request.id)
@@ -90,8 +93,10 @@ class InferenceV2Servicer(v2_grpc.GRPCInferenceServiceServicer):
 
 
 def add_to_server(server: grpc.aio.Server, registry: ModelRegistry,
-                  health_servicer: health.aio.HealthServicer) -> None:
-    v2_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceV2Servicer(registry, health_servicer), server)
+                  health_servicer: health.aio.HealthServicer, observer: Observer = NULL_OBSERVER) -> None:
+    servicer = InferenceV2Servicer(registry, health_servicer)
+    servicer.observer = observer
+    v2_grpc.add_GRPCInferenceServiceServicer_to_server(servicer, server)
 
 
 def _server_version() -> str:

@@ -17,6 +17,7 @@ from lstmserve.server.errors import ModelLoadError
 from lstmserve.server.serving.model import LoadedModel
 from lstmserve.server.serving.registry import ModelRegistry
 from lstmserve.server.transport import inference_v2
+from lstmserve.server.transport.observe import NULL_OBSERVER, Observer
 from lstmserve.server.transport.servicer import PredictionServicer
 from lstmserve.server.transport.stats import StatsServicer
 from lstmserve.v1 import prediction_service_pb2 as pb
@@ -63,20 +64,22 @@ class RunningServer:
 
 def create_server(registry: ModelRegistry, address: str = "127.0.0.1:0", workers: int = 32, *,
                   credentials: grpc.ServerCredentials | None = None,
-                  interceptors: Sequence[grpc.aio.ServerInterceptor] = ()) -> RunningServer:
+                  interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
+                  observer: Observer = NULL_OBSERVER) -> RunningServer:
     """A started server on `address` (port 0 picks a free port), NOT_SERVING until told otherwise.
 
     One event loop answers every call (no thread per call, so no contention for the interpreter lock
     between calls); models run on their batchers' threads (tiny compiled twins in place). `workers`
     threads serve any handler that is not a coroutine. `credentials` (transport.auth.server_credentials)
-    make the port TLS only; `interceptors` see every call (transport.auth.TokenAuthInterceptor).
+    make the port TLS only; `interceptors` see every call (transport.auth.TokenAuthInterceptor);
+    `observer` (transport.observe) counts and logs every call the servicers answer.
     """
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, name="grpc-loop", daemon=True)
     thread.start()
     try:
         server, port, health_servicer = asyncio.run_coroutine_threadsafe(
-            _start(registry, address, workers, credentials, tuple(interceptors)), loop).result(60)
+            _start(registry, address, workers, credentials, tuple(interceptors), observer), loop).result(60)
     except BaseException:
         loop.call_soon_threadsafe(loop.stop)
         thread.join(timeout=30)
@@ -87,7 +90,7 @@ def create_server(registry: ModelRegistry, address: str = "127.0.0.1:0", workers
 
 
 async def _start(registry: ModelRegistry, address: str, workers: int,
-                 credentials: grpc.ServerCredentials | None, interceptors: tuple):
+                 credentials: grpc.ServerCredentials | None, interceptors: tuple, observer: Observer):
     server = grpc.aio.server(
         futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="rpc"),
         interceptors=interceptors,
@@ -95,12 +98,14 @@ async def _start(registry: ModelRegistry, address: str, workers: int,
                  ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
                  ("grpc.so_reuseport", 0)],
     )
-    pb_grpc.add_PredictionServiceServicer_to_server(PredictionServicer(registry), server)
-    spb_grpc.add_StatsServiceServicer_to_server(StatsServicer(registry), server)
+    prediction, stats = PredictionServicer(registry), StatsServicer(registry)
+    prediction.observer = stats.observer = observer
+    pb_grpc.add_PredictionServiceServicer_to_server(prediction, server)
+    spb_grpc.add_StatsServiceServicer_to_server(stats, server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     # The Open Inference Protocol (KServe V2) on the same port, over the same registry.
-    inference_v2.add_to_server(server, registry, health_servicer)
+    inference_v2.add_to_server(server, registry, health_servicer, observer)
     reflection.enable_server_reflection(
         (SERVICE_NAME, STATS_SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
          inference_v2.SERVICE_NAME, reflection.SERVICE_NAME), server)

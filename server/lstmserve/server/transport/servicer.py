@@ -8,12 +8,14 @@ from __future__ import annotations
 
 from lstmserve.server.serving.registry import ModelRegistry
 from lstmserve.server.transport import converters
+from lstmserve.server.transport.observe import ObservedServicer, note_call
 from lstmserve.server.transport.status import guarded
+from lstmserve.server.transport.tracing import engine_stages, stage
 from lstmserve.v1 import prediction_service_pb2 as pb
 from lstmserve.v1 import prediction_service_pb2_grpc as pb_grpc
 
 
-class PredictionServicer(pb_grpc.PredictionServiceServicer):
+class PredictionServicer(pb_grpc.PredictionServiceServicer, ObservedServicer):
     def __init__(self, registry: ModelRegistry) -> None:
         self.registry = registry
 
@@ -21,14 +23,19 @@ class PredictionServicer(pb_grpc.PredictionServiceServicer):
     async def Predict(self, request: pb.PredictRequest, context) -> pb.PredictResponse:
         model = self.registry.get(request.model.name, request.model.version)
         mode = converters.mode_from_wire(request.mode)
-        inputs = converters.inputs_from_wire(request)
-        prediction = await model.predict_async(inputs, mode, prepared=request.prepared)
-        return converters.prediction_to_wire(model, prediction)
+        with stage("decode"):
+            inputs = converters.inputs_from_wire(request)
+        note_call(model.name, model.version, mode.value, converters.rows_of(inputs))
+        with engine_stages():
+            prediction = await model.predict_async(inputs, mode, prepared=request.prepared)
+        with stage("encode"):
+            return converters.prediction_to_wire(model, prediction)
 
     @guarded
     async def GetModelMetadata(self, request: pb.GetModelMetadataRequest,
                          context) -> pb.GetModelMetadataResponse:
         model = self.registry.get(request.model.name, request.model.version)
+        note_call(model.name, model.version)
         return pb.GetModelMetadataResponse(metadata=converters.metadata_to_wire(model))
 
     @guarded

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from lstmserve.server.serving.model import LoadedModel
 from lstmserve.server.serving.registry import ModelRegistry
+from lstmserve.server.transport.observe import ObservedServicer
 from lstmserve.server.transport.status import guarded
 from lstmserve.v1 import model_pb2 as mpb
 from lstmserve.v1 import stats_pb2 as spb
 from lstmserve.v1 import stats_pb2_grpc as spb_grpc
 
 
-class StatsServicer(spb_grpc.StatsServiceServicer):
+class StatsServicer(spb_grpc.StatsServiceServicer, ObservedServicer):
     def __init__(self, registry: ModelRegistry) -> None:
         self.registry = registry
 

@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import functools
 import logging
+import re
 import uuid
 
 import grpc
 
 from lstmserve.client.tensors import TensorDecodeError
 from lstmserve.server import errors
+from lstmserve.server.transport.observe import note_incident
 
 log = logging.getLogger(__name__)
+
+INCIDENT = re.compile(r"incident ([0-9a-f]{12})")
 
 STATUS_BY_ERROR: dict[type[Exception], grpc.StatusCode] = {
     errors.InvalidInput: grpc.StatusCode.INVALID_ARGUMENT,
@@ -42,13 +46,22 @@ def guarded(handler):
     A decorator rather than a server interceptor: grpc.aio awaits an interceptor's coroutine before
     every call, where this adds one frame to the handler itself.
     """
+    method = handler.__name__
+
     @functools.wraps(handler)
     async def guard(self, request, context):
+        # The servicer's observer (metrics, access log) sees every call, its status and its duration.
+        token, code = self.observer.start(method), grpc.StatusCode.OK
         try:
             return await handler(self, request, context)
         except Exception as error:  # noqa: BLE001 (the point of this guard)
             if context.code() is not None and not isinstance(error, errors.ServingError):
+                code = context.code()
                 raise  # already aborted by the handler itself
             code, message = status_for(error)
+            if code is grpc.StatusCode.INTERNAL:  # the access log names the incident the log holds
+                note_incident(INCIDENT.search(message).group(1) if INCIDENT.search(message) else "")
             await context.abort(code, message)
+        finally:
+            self.observer.finish(token, code, context)
     return guard
