@@ -61,6 +61,7 @@ def run_bench(args: argparse.Namespace) -> int:
             result["verdicts"] = report.evaluate(name, result)
             results["models"][name] = result
             print(report.table(name, result), flush=True)
+            print(report.v2_summary(result), flush=True)
         if args.observability:
             results["observability"] = _bench_observability(settings, env, args.out)
     except (RuntimeError, TimeoutError, OSError) as error:
@@ -97,15 +98,19 @@ def _bench_model(name: str, path: Path, rows: int, settings: dict, env: dict, ou
     with processes.baseline(path, settings["baseline_window"], settings["baseline_repeats"], env,
                             out / f"{name}.baseline.log") as baseline:
         result = {"rows_per_request": rows, "baseline": {**baseline.first, "rechecks": []},
-                  "floor": [], "server": []}
+                  "floor": [], "server": [], "v2": []}
         request = wire.write_request(name, path, rows, out / f"{name}.request.bin")
         options = ["--workers", str(settings["workers"]), "--max-batch", str(settings["max_batch"]),
                    "--max-delay-ms", str(settings["max_delay_ms"])]
         print(f"[{name}] starting the server (loads and compiles every bucket) ...", flush=True)
         with processes.real_server(name, path, options, env, out / f"{name}.server.log") as server:
             response = wire.capture_response(server, request, out / f"{name}.response.bin")
+            # The same inputs over the Open Inference Protocol, to the same server, in the same sweep.
+            v2_request = wire.write_v2_request(server, request, out / f"{name}.v2-request.bin")
             with processes.floor_server(response, settings["workers"], env) as floor:
-                processes.load_levels(_load_command(name, rows, request, server, floor, settings), env,
+                command = _load_command(name, rows, request, server, floor, settings) + [
+                    "--target", f"v2={server}", "--call", f"v2={wire.MODEL_INFER}:{v2_request}"]
+                processes.load_levels(command, env,
                                       timeout=120 * len(settings["levels"]) + 60,
                                       on_line=lambda line: _record(name, result, line),
                                       between_levels=lambda level: _recheck(result, level, baseline))
@@ -128,8 +133,9 @@ def _load_command(name, rows, request, server, floor, settings) -> list[str]:
 
 
 def _record(name: str, result: dict, line: dict) -> None:
-    result[line.pop("target")].append(line)
-    print(f"[{name}] {'server' if 'batches' in line else 'floor ':6} c={line['concurrency']:<3} "
+    target = line.pop("target")
+    result[target].append(line)
+    print(f"[{name}] {target:6} c={line['concurrency']:<3} "
           f"{line['requests_per_s']:8.0f} req/s  p50 {line['p50_ms']:.2f} ms  p99 {line['p99_ms']:.2f} ms",
           flush=True)
 

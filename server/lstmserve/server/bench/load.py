@@ -43,8 +43,8 @@ async def caller(call, payload: bytes, level: Level, metadata: tuple) -> None:
         level.current.append(time.perf_counter() - started)
 
 
-async def run_level(channel, payload: bytes, concurrency: int, args) -> dict:
-    call = channel.unary_unary(PREDICT)  # bytes in, bytes out: no (de)serialization here
+async def run_level(channel, method: str, payload: bytes, concurrency: int, args) -> dict:
+    call = channel.unary_unary(method)  # bytes in, bytes out: no (de)serialization here
     level = Level()
     metadata = (("authorization", f"Bearer {args.token}"),) if args.token else ()
     tasks = [asyncio.create_task(caller(call, payload, level, metadata)) for _ in range(concurrency)]
@@ -104,12 +104,13 @@ def batch_sizes(before: dict, after: dict) -> dict:
 
 async def main(args) -> None:
     with open(args.request, "rb") as f:
-        payload = f.read()
+        predict = (PREDICT, f.read())
     targets = dict(t.split("=", 1) for t in args.target)
+    calls = {name: predict for name in targets} | _other_calls(args.call)
     channels = {name: grpc.aio.insecure_channel(address) for name, address in targets.items()}
     for concurrency in args.levels:
         for name, channel in channels.items():  # interleaved, so drift hits every target alike
-            result = await _measured_level(name, channel, payload, concurrency, args)
+            result = await _measured_level(name, channel, calls[name], concurrency, args)
             print(json.dumps(result), flush=True)
         if args.pause:  # the benchmark re-measures the in-process baseline on a quiet machine
             print(json.dumps({"level_done": concurrency}), flush=True)
@@ -118,10 +119,21 @@ async def main(args) -> None:
         await channel.close()
 
 
-async def _measured_level(name: str, channel, payload: bytes, concurrency: int, args) -> dict:
+def _other_calls(specs: list[str]) -> dict[str, tuple[str, bytes]]:
+    """--call NAME=METHOD:FILE: that target is sent FILE's bytes on METHOD (V2 ModelInfer, say)."""
+    calls = {}
+    for spec in specs:
+        name, _, rest = spec.partition("=")
+        method, _, path = rest.rpartition(":")
+        with open(path, "rb") as f:
+            calls[name] = (method, f.read())
+    return calls
+
+
+async def _measured_level(name: str, channel, call: tuple[str, bytes], concurrency: int, args) -> dict:
     counted = name == "server"
     before = await read_stats(channel, args.model) if counted else None
-    result = await run_level(channel, payload, concurrency, args)
+    result = await run_level(channel, *call, concurrency, args)
     if counted:
         result["batches"] = batch_sizes(before, await read_stats(channel, args.model))
     return {"target": name, **result}
@@ -131,6 +143,8 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser()
     parser.add_argument("--target", action="append", required=True, metavar="NAME=HOST:PORT")
     parser.add_argument("--request", required=True, help="file holding one serialized PredictRequest")
+    parser.add_argument("--call", action="append", default=[], metavar="NAME=METHOD:FILE",
+                        help="send target NAME this file's bytes on this method instead (repeatable)")
     parser.add_argument("--model", required=True)
     parser.add_argument("--rows", type=int, default=1)
     parser.add_argument("--levels", type=int, nargs="+", default=[1, 2, 4, 8, 16, 32, 64])

@@ -128,3 +128,22 @@ def _latency(ax, name: str, result: dict) -> None:
     ax.set_xticks([lv["concurrency"] for lv in result["server"]],
                   [str(lv["concurrency"]) for lv in result["server"]])
     ax.legend()
+
+
+def v2_summary(result: dict) -> str:
+    """The Open Inference Protocol's ModelInfer beside lstmserve.v1's Predict: same server, same inputs."""
+    if not result.get("v2"):
+        return ""
+    v1 = {level["concurrency"]: level for level in result["server"]}
+    lines = ["V2 ModelInfer vs lstmserve.v1 Predict (same server, same inputs):"]
+    for level in result["v2"]:
+        base = v1.get(level["concurrency"])
+        if base:
+            ratio = level["requests_per_s"] / base["requests_per_s"]
+            lines.append(f"  c={level['concurrency']:<3} {level['requests_per_s']:8.0f} req/s vs "
+                         f"{base['requests_per_s']:8.0f} ({ratio:.2f}x), "
+                         f"p50 {level['p50_ms']:.2f} vs {base['p50_ms']:.2f} ms, errors "
+                         f"{sum(level['errors'].values())}")
+    peak = _peak(result["v2"], "requests_per_s") / _peak(result["server"], "requests_per_s")
+    lines.append(f"  peak ratio {peak:.2f}x")
+    return "\n".join(lines)
