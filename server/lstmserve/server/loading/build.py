@@ -18,6 +18,7 @@ from lstmserve.server.loading.compat.configs import layer_nodes, translate_confi
 from lstmserve.server.loading.compat.semantics import restore_keras2_activations
 from lstmserve.server.loading.compat.weights import SHADOW_HINT, assign_weights
 from lstmserve.server.loading.modelfile import ModelFile
+from lstmserve.server.loading.reasons import one_line
 from lstmserve.server.loading.safety import check_config
 
 log = logging.getLogger(__name__)
@@ -47,7 +48,23 @@ class LoadOptions:
         return cls(tuple(custom_modules), allow_code, objects)
 
 
-def build_keras_model(model_file: ModelFile, options: LoadOptions) -> tuple[Any, list[str]]:
+@dataclass(frozen=True)
+class BuiltModel:
+    """A built Keras model with its file's weights, the compatibility steps taken to read it, and what
+    those steps changed that serving must know."""
+
+    keras_model: Any
+    steps: tuple[str, ...]
+    # Name in the built model -> name in the file, for names TensorFlow refused (clients see the file's).
+    file_names: dict[str, str] = field(default_factory=dict)
+    # Layers the file saved with stateful=True (built stateless: a fresh state per request row).
+    stateful: tuple[str, ...] = ()
+
+    def file_name(self, name: str) -> str:
+        return self.file_names.get(name, name)
+
+
+def build_keras_model(model_file: ModelFile, options: LoadOptions) -> BuiltModel:
     """The Keras model in `model_file`, and the compatibility steps applied to read it.
 
     The allow-list is checked on the file's own config before anything is deserialised; the
@@ -57,7 +74,7 @@ def build_keras_model(model_file: ModelFile, options: LoadOptions) -> tuple[Any,
                  options.custom_modules)
     translation = translate_config(model_file.model_config)
     model = _build(model_file, translation.config, options)
-    assign_weights(model_file, model, translation.weight_layouts)
+    assign_weights(model_file, model, translation.weight_layouts, translation.renamed)
     steps = list(translation.steps)
     if is_keras2(model_file.keras_version):
         changed = restore_keras2_activations(model)
@@ -65,7 +82,8 @@ def build_keras_model(model_file: ModelFile, options: LoadOptions) -> tuple[Any,
             steps.append(f"hard_sigmoid computed as Keras 2 did (0.2x + 0.5): {', '.join(changed)}")
     if model_file.has_training_config:
         steps.append("training_config not read (optimizer, loss and metrics serve training only)")
-    return model, steps
+    return BuiltModel(model, tuple(steps), {new: old for old, new in translation.renamed.items()},
+                      tuple(translation.stateful))
 
 
 def _build(model_file: ModelFile, config: dict[str, Any], options: LoadOptions) -> Any:
@@ -79,7 +97,7 @@ def _build(model_file: ModelFile, config: dict[str, Any], options: LoadOptions) 
 
 def _build_error(model_file: ModelFile, error: Exception, options: LoadOptions) -> str:
     message = (f"Keras {keras.__version__} cannot build the model in {model_file.path} "
-               f"(written by Keras {model_file.keras_version}): {type(error).__name__}: {error}")
+               f"(written by Keras {model_file.keras_version}): {one_line(error)}")
     unknown_arguments = re.search(r"Unrecognized keyword arguments passed to (\w+)", str(error))
     if unknown_arguments and unknown_arguments.group(1) not in options.custom_objects:
         message += "; " + SHADOW_HINT.format(cls=unknown_arguments.group(1))
