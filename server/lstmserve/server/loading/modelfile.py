@@ -156,10 +156,19 @@ def _attribute(obj: h5py.HLObject, name: str, path: Path, limit: int) -> Any:
     count = int(np.prod(attribute.shape, dtype=object)) if attribute.shape else 1
     declared = count * max(attribute.dtype.itemsize, 1)
     value = obj.attrs[name] if declared <= limit else None
-    if value is None or len(_text(value) if isinstance(value, (str, bytes)) else ()) > limit:
+    if value is None or _stored_chars(value) > limit:
         raise ModelLoadError(f"{path}: attribute '{_short(name)}' of '{obj.name}' holds more than the "
                              f"{limit:,}-byte limit (--max-attribute-bytes)")
     return value
+
+
+def _stored_chars(value: Any) -> int:
+    """Characters of variable-length strings, which live outside the attribute's declared size."""
+    if isinstance(value, (str, bytes)):
+        return len(value)
+    if isinstance(value, np.ndarray) and value.dtype.kind == "O":
+        return sum(len(item) if isinstance(item, (str, bytes)) else 0 for item in value.flat)
+    return 0
 
 
 def _weight_datasets(h5: h5py.File, path: Path, limits: FileLimits) -> dict[str, list[SavedWeight]]:
