@@ -64,18 +64,18 @@ def plugin_filter(path: Path) -> Path:
     return path
 
 
-def with_config(path: Path, text: str) -> Path:
-    """A good Dense file whose model_config attribute is replaced by `text`."""
+def with_attribute(path: Path, name: str, text: str) -> Path:
+    """A good Dense file whose root attribute `name` (model_config, lstmserve_metadata) is `text`."""
     dense(path)
     with h5py.File(path, "a") as h5:
-        h5.attrs["model_config"] = text
+        h5.attrs[name] = text
     return path
 
 
 def deep_config(path: Path, levels: int = 100_000) -> Path:
     """A model_config nested `levels` deep (objects within objects): the parser's recursion."""
-    return with_config(path, '{"class_name": "Sequential", "config": ' + '{"a": ' * levels + "1"
-                       + "}" * (levels + 1))
+    nested = '{"a": ' * levels + "1" + "}" * levels
+    return with_attribute(path, "model_config", '{"class_name": "Sequential", "config": ' + nested + "}")
 
 
 def declared_weight(path: Path, shape: tuple[int, ...], dtype: str = "float32") -> Path:
@@ -157,10 +157,3 @@ def missing_weight_dataset(path: Path) -> Path:
         del h5[BIAS]
     return path
 
-
-def with_metadata(path: Path, text: str) -> Path:
-    """A good Dense file carrying `text` as its lstmserve_metadata attribute."""
-    dense(path)
-    with h5py.File(path, "a") as h5:
-        h5.attrs["lstmserve_metadata"] = text
-    return path

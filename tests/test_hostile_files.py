@@ -23,11 +23,11 @@ LSTMSERVE = str(Path(sys.executable).with_name("lstmserve"))
 
 
 def metadata(text: str) -> Callable[[Path], Path]:
-    return lambda path: hf.with_metadata(path, text)
+    return lambda path: hf.with_attribute(path, "lstmserve_metadata", text)
 
 
 def config(text: str) -> Callable[[Path], Path]:
-    return lambda path: hf.with_config(path, text)
+    return lambda path: hf.with_attribute(path, "model_config", text)
 
 
 # Each hostile file and a fragment of the one-line reason it is refused with.
