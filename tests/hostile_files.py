@@ -87,6 +87,16 @@ def declared_weight(path: Path, shape: tuple[int, ...], dtype: str = "float32") 
     return path
 
 
+def huge_units(path: Path) -> Path:
+    """A Dense declaring two billion units (24 GB of kernel Keras would allocate and initialise)."""
+    dense(path)
+    with h5py.File(path, "a") as h5:
+        config = json.loads(h5.attrs["model_config"])
+        config["config"]["layers"][1]["config"]["units"] = 2_000_000_000
+        h5.attrs["model_config"] = json.dumps(config)
+    return path
+
+
 def huge_config(path: Path, megabytes: int = 20) -> Path:
     """A valid config carrying `megabytes` of padding: a huge attribute."""
     dense(path)

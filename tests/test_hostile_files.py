@@ -48,6 +48,8 @@ HOSTILE: dict[str, tuple[Callable[[Path], Path], str]] = {
                                 "the layer built from its config has [(3, 4), (4,)]"),
     "weight_of_900_mb_never_written": (lambda path: hf.declared_weight(path, (15000, 15000)),
                                        "the file holds weights of shapes [(15000, 15000), (4,)]"),
+    "config_declaring_2e9_units": (hf.huge_units, "Dense 'dense' declares units=2,000,000,000, more than "
+                                                  "the 16 weight values the file holds"),
     "config_of_20_mb": (hf.huge_config, "attribute 'model_config' of '/' holds more than the 16,777,216-byte "
                                         "limit (--max-attribute-bytes)"),
     "layer_name_of_20_mb": (hf.huge_name_list, "attribute 'layer_names' of '/model_weights' holds more "

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import keras
+import numpy as np
 
 from lstmserve.server import keras_internals
 from lstmserve.server.errors import ModelLoadError
@@ -73,6 +74,7 @@ def build_keras_model(model_file: ModelFile, options: LoadOptions) -> BuiltModel
     check_config(model_file.model_config, options.custom_objects, options.allow_code,
                  options.custom_modules)
     translation = translate_config(model_file.model_config)
+    check_declared_sizes(model_file, translation.config, set(options.custom_objects))
     model = _build(model_file, translation.config, options)
     assign_weights(model_file, model, translation.weight_layouts, translation.renamed)
     steps = list(translation.steps)
@@ -84,6 +86,29 @@ def build_keras_model(model_file: ModelFile, options: LoadOptions) -> BuiltModel
         steps.append("training_config not read (optimizer, loss and metrics serve training only)")
     return BuiltModel(model, tuple(steps), {new: old for old, new in translation.renamed.items()},
                       tuple(translation.stateful))
+
+
+# Layer arguments that size a weight: a layer with units=U holds at least U numbers (a bias, a kernel
+# column each), so none can exceed the numbers the file saved. Keras allocates and initialises weights as
+# it builds, before they could be compared with the file's.
+SIZE_ARGUMENTS = ("units", "filters", "input_dim", "output_dim", "num_heads", "key_dim", "value_dim",
+                  "depth_multiplier")
+
+
+def check_declared_sizes(model_file: ModelFile, config: dict[str, Any], custom: set[str]) -> None:
+    """Refuse a config whose Keras layers declare more weights than the file holds, before Keras builds
+    them (an operator's own classes may mean something else by `units`)."""
+    saved = sum(int(np.prod(weight.shape, dtype=object)) for weights in model_file.weights.values()
+                for weight in weights)
+    for node in layer_nodes(config):
+        if node["class_name"].rsplit(">", 1)[-1] in custom:
+            continue
+        for argument in SIZE_ARGUMENTS:
+            value = node["config"].get(argument)
+            if type(value) is int and value > saved:
+                raise ModelLoadError(
+                    f"{model_file.path}: {node['class_name']} '{node['config'].get('name', '?')}' declares "
+                    f"{argument}={value:,}, more than the {saved:,} weight values the file holds")
 
 
 def _build(model_file: ModelFile, config: dict[str, Any], options: LoadOptions) -> Any:
