@@ -74,7 +74,9 @@ def _engine_for(built: BuiltModel, inputs: tuple[TensorSpec, ...],
         return config, ()
     step = (f"batch size {batch} fixed in the file (stateful layers): only batch size {batch} is "
             f"compiled, and requests run {batch} row{'s' if batch > 1 else ''} at a time")
-    return dataclasses.replace(config, buckets=(batch,)), (step,)
+    # The batcher gathers no more rows than one call takes (an inline twin's budget is for that many).
+    batching = dataclasses.replace(config.batching, max_batch=min(batch, config.batching.max_batch))
+    return dataclasses.replace(config, buckets=(batch,), batching=batching), (step,)
 
 
 def _describe_layer(built: BuiltModel, layer) -> str:
