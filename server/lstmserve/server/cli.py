@@ -252,4 +252,5 @@ def _load_options(args: argparse.Namespace):
 
 def _file_limits(args: argparse.Namespace):
     from lstmserve.server.loading.modelfile import FileLimits
-    return FileLimits(args.max_model_bytes, args.max_attribute_bytes, args.max_config_depth)
+    return FileLimits(max_model_bytes=args.max_model_bytes, max_config_depth=args.max_config_depth,
+                      max_attribute_bytes=args.max_attribute_bytes)

@@ -32,8 +32,8 @@ class FileLimits:
     (model_config, lstmserve_metadata, lists of weight names) and how deep its config may nest."""
 
     max_model_bytes: int = 1 << 30
-    max_attribute_bytes: int = 16 << 20
     max_config_depth: int = 100
+    max_attribute_bytes: int = 16 << 20
 
 
 @dataclass(frozen=True)
