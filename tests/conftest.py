@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -22,6 +25,18 @@ from lstmserve.server.transport.server import RunningServer, create_server  # no
 @pytest.fixture(scope="session")
 def models_dir(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("models")
+
+
+@pytest.fixture(scope="session")
+def corpus(tmp_path_factory) -> Path:
+    """tf-keras writes the Keras 2 corpus (legacy_corpus.py) once per session, in its own process."""
+    out = tmp_path_factory.mktemp("legacy")
+    tests = Path(__file__).parent
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": str(tests)}
+    done = subprocess.run([sys.executable, str(tests / "legacy_corpus.py"), str(out)], env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return out
 
 
 @pytest.fixture(scope="session")

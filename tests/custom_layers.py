@@ -26,3 +26,13 @@ class Attention(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "units": self.units}
+
+
+class FailsWhenRun(keras.layers.Layer):
+    """Builds (its output shape is declared), then fails when run: a model that loads and cannot warm up."""
+
+    def call(self, x):
+        raise ValueError("FailsWhenRun refuses to run")
+
+    def compute_output_shape(self, input_shape):
+        return input_shape

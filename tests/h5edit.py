@@ -60,3 +60,8 @@ def add_virtual_dataset(path: Path, source: Path) -> None:
 
 def _names(group: h5py.Group) -> list[str]:
     return [n.decode() if isinstance(n, bytes) else n for n in group.attrs["weight_names"]]
+
+
+def read_config(path: Path) -> dict:
+    with h5py.File(path, "r") as h5:
+        return json.loads(h5.attrs["model_config"])

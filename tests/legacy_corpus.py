@@ -83,7 +83,58 @@ def models() -> dict[str, tuple[k.Model, list[np.ndarray]]]:
         "custom_unknown": (seq(L.Input((6, 3)), L.LSTM(4, return_sequences=True),
                                SeqPooling(), L.Dense(1)), x),
         "lambda": (seq(L.Input((6, 3)), L.LSTM(4), L.Lambda(lambda t: t * 2.0)), x),
+        **second_pass(),
     }
+
+
+def second_pass() -> dict[str, tuple[k.Model, list[np.ndarray]]]:
+    """The classes of real-world files the second pass serves (issue 13)."""
+    ids = np.random.default_rng(2).integers(0, 30, (4, 7))
+    return {
+        # input_shape/input_length gave the Input Keras made the float32 default.
+        "keras2_embedding_float_input": (seq(
+            L.Embedding(30, 4, input_length=7, input_shape=(7,)), L.LSTM(3),
+            L.Dense(2, activation="softmax")), [ids]),
+        "keras215_stateful_gru": (seq(
+            L.GRU(4, stateful=True, batch_input_shape=(1, None, 3)), L.Dense(2)), [x_float(5, 6, 3)]),
+        "keras2_stateful_lstm_batch4": (seq(
+            L.LSTM(4, stateful=True, return_sequences=True, batch_input_shape=(4, 6, 3)),
+            L.TimeDistributed(L.Dense(2))), [x_float(4, 6, 3)]),
+        "keras2_nested_odd_names": (nested_models(), [x_float(4, 6, 3)]),
+        "keras2_layer_arguments": (layer_arguments(), [x_float(4, 12, 4)]),
+        "keras2_attention": (attention(), [x_float(4, 6, 3)]),
+    }
+
+
+def nested_models() -> k.Model:
+    """A Sequential and a functional model inside a functional one (renamed by legacy_edits to names
+    TensorFlow refuses)."""
+    inner_seq = k.Sequential([L.Input((6, 3)), L.Bidirectional(L.LSTM(3, return_sequences=True))],
+                             name="inner_seq")
+    steps = L.Input((6, 6))
+    inner_fn = k.Model(steps, L.GRU(2)(steps), name="inner_fn")
+    series = L.Input((6, 3), name="series_in")
+    return k.Model(series, L.Dense(2, name="out_layer")(inner_fn(inner_seq(series))), name="outer")
+
+
+def layer_arguments() -> k.Model:
+    """Layers whose Keras 2 configs carry arguments Keras 3 refuses or renamed."""
+    return seq(
+        L.Input((12, 4)), L.Conv1D(8, 3, padding="causal", dilation_rate=2), L.BatchNormalization(),
+        L.LeakyReLU(alpha=0.2), L.SpatialDropout1D(0.2), L.MaxPooling1D(2),
+        L.SeparableConv1D(6, 2, padding="same"), L.ThresholdedReLU(0.1),
+        L.DepthwiseConv1D(2, padding="same"), L.Dropout(0.3, noise_shape=(None, 1, 6), seed=3),
+        L.GaussianNoise(0.1), L.LSTM(5, return_sequences=True), L.AveragePooling1D(2), L.Flatten(),
+        L.RepeatVector(2), L.Reshape((3, 10)), L.GRU(3), L.Dense(2))
+
+
+def attention() -> k.Model:
+    """Self-attention over an LSTM's steps: the value passed by keyword, Attention's score_mode."""
+    series = L.Input((6, 3), name="series")
+    steps = L.LSTM(4, return_sequences=True)(series)
+    attended = L.MultiHeadAttention(2, 3)(steps, steps)
+    scored = L.Attention(use_scale=True)([steps, attended])
+    return k.Model(series, L.Softmax()(L.Dense(3)(L.GlobalAveragePooling1D()(scored))))
 
 
 def multi_io() -> k.Model:
@@ -109,8 +160,7 @@ def write(out: Path) -> None:
     for name, (model, inputs) in models().items():
         model.compile("adam", "mse", metrics=["mse"])
         _perturb_biases(model)
-        outputs = model(inputs if len(inputs) > 1 else inputs[0], training=False)
-        outputs = outputs if isinstance(outputs, (list, tuple)) else [outputs]
+        outputs = _oracle(model, inputs)
         path = out / f"{name}.h5"
         model.save(path)
         np.savez(out / f"{name}.npz", **{f"x{i}": a for i, a in enumerate(inputs)},
@@ -118,12 +168,33 @@ def write(out: Path) -> None:
         legacy_edits.EDITS.get(name, lambda _: None)(path)
 
 
+def _oracle(model: k.Model, inputs: list[np.ndarray]) -> list[np.ndarray]:
+    """What the writing Keras computes; a stateful model row by row from a fresh state (its batch
+    size when the file fixes one above 1), as predict after reset_states()."""
+    if not any(getattr(layer, "stateful", False) for layer in model.layers):
+        # Token ids given to a float32 Input as Keras 2 users gave them: as floats.
+        as_written = [a.astype("float32") if a.dtype.kind == "i" and model.inputs[i].dtype == "float32"
+                      else a for i, a in enumerate(inputs)]
+        outputs = model(as_written if len(inputs) > 1 else as_written[0], training=False)
+        return list(outputs) if isinstance(outputs, (list, tuple)) else [outputs]
+    batch = model.inputs[0].shape[0]
+    rows = []
+    for start in range(0, len(inputs[0]), batch):
+        model.reset_states()
+        rows.append(np.asarray(model(inputs[0][start:start + batch], training=False)))
+    return [np.concatenate(rows)]
+
+
 def _perturb_biases(model: k.Model) -> None:
     # Zero biases would hide a wrongly converted bias layout; random ones expose it.
     rng = np.random.default_rng(11)
     for layer in model.layers:
-        layer.set_weights([w + rng.normal(scale=0.3, size=w.shape).astype(w.dtype)
-                           for w in layer.get_weights()])
+        layer.set_weights([_perturbed(w, v.name, rng) for w, v in zip(layer.get_weights(), layer.weights)])
+
+
+def _perturbed(value: np.ndarray, name: str, rng: np.random.Generator) -> np.ndarray:
+    changed = value + rng.normal(scale=0.3, size=value.shape).astype(value.dtype)
+    return np.abs(changed) + 0.1 if "moving_variance" in name else changed  # a variance stays positive
 
 
 if __name__ == "__main__":

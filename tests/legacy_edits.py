@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
+import h5py
 import numpy as np
 from h5edit import edit_config, layer_weights, set_layer_weights, set_versions
 
@@ -95,9 +97,43 @@ def _names(prefix: str) -> list[str]:
     return [f"{prefix}/{suffix}" for suffix in ("kernel:0", "recurrent_kernel:0", "bias:0")]
 
 
+# Names Keras 2.10 and older let models and layers carry, and TensorFlow graphs refuse.
+ODD_NAMES = {"inner_seq": "BiLSTM Model v0.2.0>bilstm_model_64", "inner_fn": "GRU:encoder",
+             "series_in": "series (scaled)", "out_layer": "next value", "outer": "my model"}
+
+
+def with_odd_names(path: Path) -> None:
+    """Rename layers in the config (every reference is the name as a JSON string) and their weight groups."""
+    with h5py.File(path, "a") as h5:
+        text = h5.attrs["model_config"]
+        for old, new in ODD_NAMES.items():
+            text = text.replace(json.dumps(old), json.dumps(new))
+        h5.attrs["model_config"] = text
+        weights = h5["model_weights"]
+        names = [n.decode() if isinstance(n, bytes) else n for n in weights.attrs["layer_names"]]
+        for old in names:
+            if old in ODD_NAMES:
+                weights.move(old, ODD_NAMES[old])
+        weights.attrs["layer_names"] = [ODD_NAMES.get(n, n).encode() for n in names]
+    set_versions(path, "2.10.0")
+
+
+def as_tf1_keras(path: Path) -> None:
+    """tf.keras under TensorFlow 1.x stored each initializer's dtype."""
+    def change(config: dict) -> None:
+        for node in layer_nodes(config):
+            if node.get("module") == "keras.initializers":
+                node["config"]["dtype"] = "float32"
+    edit_config(path, change)
+    set_versions(path, "2.2.4-tf")
+
+
 EDITS = {
     "keras20_sequential": as_keras20,
     "keras20_embedding": as_keras20_embedding,
     "wrapped_without_module": without_wrapped_module,
     "cudnn": as_cudnn,
+    "keras215_stateful_gru": lambda path: set_versions(path, "2.15.0"),
+    "keras2_nested_odd_names": with_odd_names,
+    "keras2_layer_arguments": as_tf1_keras,
 }

@@ -90,8 +90,11 @@ def test_embedding_model_takes_integer_ids(start_server, tmp_path):
     ids = np.array([[3, 9, 14, 0, 0], [7, 1, 2, 30, 49]], dtype=np.int64)
     with Client(f"127.0.0.1:{server.port}") as client:
         served = client.predict(ids)
+        as_floats = client.predict(ids.astype(np.float32))  # whole numbers: the same ids
         with pytest.raises(LstmserveError) as caught:
-            client.predict(ids.astype(np.float32))
+            client.predict((ids + 0.5).astype(np.float32))
     np.testing.assert_allclose(served, modelzoo.reference(path, ids.astype(np.int32))[0], atol=1e-5)
+    np.testing.assert_array_equal(as_floats, served)
     assert caught.value.code.name == "INVALID_ARGUMENT"
-    assert "has dtype float32; model 'embedding' expects int32" in caught.value.message
+    assert ("has float32 values that are not whole numbers (an integer input: token ids); "
+            "model 'embedding' expects int32") in caught.value.message

@@ -17,6 +17,9 @@ from lstmserve.format.errors import FormatError
 METADATA_ATTR = "lstmserve_metadata"
 METADATA_FORMAT = 1
 TASKS = ("regression", "classification")
+# Metadata is echoed to every client that asks for it: labels and training provenance stay summaries.
+MAX_LABEL_CHARS = 1024
+MAX_TRAINING_JSON_CHARS = 65536
 
 
 def write_serving_metadata(path: str | Path, metadata: dict[str, Any]) -> None:
@@ -43,6 +46,9 @@ def parse_serving_metadata(text: str) -> dict[str, Any]:
     for key in ("preparation", "training"):
         if not isinstance(metadata.get(key, {}), dict):
             raise FormatError(f"metadata '{key}' must be a JSON object; got {type(metadata[key]).__name__}")
+    if len(json.dumps(metadata.get("training", {}))) > MAX_TRAINING_JSON_CHARS:
+        raise FormatError(f"metadata 'training' is longer than {MAX_TRAINING_JSON_CHARS:,} characters of "
+                          "JSON; it is provenance, not data")
     return metadata
 
 
@@ -52,3 +58,5 @@ def _check_labels(labels: Any) -> None:
     for names in lists:
         if not isinstance(names, list) or not all(isinstance(name, str) for name in names):
             raise FormatError(f"metadata labels must be lists of strings; got {labels!r:.100}")
+        if any(len(name) > MAX_LABEL_CHARS for name in names):
+            raise FormatError(f"metadata labels must be at most {MAX_LABEL_CHARS} characters each")

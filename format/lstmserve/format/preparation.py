@@ -48,6 +48,7 @@ class Preparation:
         """Read what `to_metadata` wrote; FormatError names a step this version cannot apply."""
         if not metadata:
             return cls()
+        _check_shape(metadata)
         known = ("input_steps", "output_steps", "raw_features", "target")
         prep = cls(input_steps=tuple(metadata.get("input_steps", ())),
                    output_steps=tuple(metadata.get("output_steps", ())),
@@ -141,6 +142,18 @@ class Preparation:
                 f"features {list(self.raw_features)!r:.200}")
 
 
+def _check_shape(metadata: dict[str, Any]) -> None:
+    """The containers of an untrusted preparation, before any is iterated."""
+    for key in ("input_steps", "output_steps", "raw_features"):
+        if not isinstance(metadata.get(key, []), list):
+            raise FormatError(f"preparation '{key}' must be a list; got {type(metadata[key]).__name__}")
+    if not isinstance(metadata.get("target"), (str, type(None))):
+        raise FormatError(f"preparation target must be a feature name; got {metadata['target']!r:.100}")
+    timesteps = metadata.get("timesteps", 1)
+    if type(timesteps) is not int or not 0 < timesteps <= MAX_LAG:
+        raise FormatError(f"preparation timesteps must be an integer in 1..{MAX_LAG}; got {timesteps!r:.100}")
+
+
 # Parameters each step kind carries, as per-feature lists of numbers; a lag is one positive integer.
 STEP_LISTS = {"log": (), "difference": (), "standard": ("mean", "std"), "minmax": ("min", "max")}
 MAX_LAG = 100_000
@@ -151,6 +164,10 @@ def _check_step(step: Any, features: int | None) -> None:
         kind = step.get("kind") if isinstance(step, dict) else type(step).__name__
         raise FormatError(f"preparation step kind {kind!r:.100} is unknown; this version applies {KINDS}")
     kind = step["kind"]
+    names = step.get("features", [])
+    if not (isinstance(names, list) and all(isinstance(name, str) for name in names)):
+        raise FormatError(f"preparation step {kind!r} names its features as a list of strings; "
+                          f"got {names!r:.100}")
     if kind == "difference" and not (type(step.get("lag")) is int and 0 < step["lag"] <= MAX_LAG):
         raise FormatError(f"preparation step 'difference' needs a lag in 1..{MAX_LAG}; "
                           f"got {step.get('lag')!r:.100}")

@@ -147,6 +147,13 @@ def _add_load_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--allow-code", action="store_true",
                         help="trust Lambda layers (they run Python code stored in the file)")
     parser.add_argument("--no-xla", action="store_true", help="trace without XLA compilation")
+    parser.add_argument("--max-model-bytes", type=int, default=1 << 30, metavar="BYTES",
+                        help="largest model file, and most bytes its weights may declare (default 1 GiB)")
+    parser.add_argument("--max-attribute-bytes", type=int, default=16 << 20, metavar="BYTES",
+                        help="largest HDF5 attribute of a model file: its config, lstmserve metadata, lists "
+                        "of weight names (default 16 MiB)")
+    parser.add_argument("--max-config-depth", type=int, default=100, metavar="LEVELS",
+                        help="deepest nesting of a model config's JSON (default 100)")
     parser.add_argument("--log-level", choices=("debug", "info", "warning", "error"), default=None,
                         help="lstmserve's log level (serve: info, inspect: warning); debug also shows "
                         "TensorFlow's and Keras's own lines")
@@ -210,7 +217,8 @@ def _loader(path: Path, name: str, options, args, metrics):
 
     def load():
         started = time.perf_counter()
-        model = load_model(path, name, options=options, engine=args.engine)
+        model = load_model(path, name, options=options, engine=args.engine,
+                           limits=_file_limits(args))
         seconds = time.perf_counter() - started
         if metrics is not None:
             metrics.observe_load(name, seconds)
@@ -228,7 +236,7 @@ def run_inspect(args: argparse.Namespace) -> int:
     from lstmserve.server.loading.load import load_model
     try:
         model = load_model(args.path, options=_load_options(args),
-                           engine=EngineConfig(jit_compile=not args.no_xla))
+                           engine=EngineConfig(jit_compile=not args.no_xla), limits=_file_limits(args))
         report = describe(model)
         model.close()
     except ServingError as error:
@@ -291,3 +299,9 @@ def _named_paths(models: list[str], name: str | None) -> list[tuple[str, Path]]:
 def _load_options(args: argparse.Namespace):
     from lstmserve.server.loading.build import LoadOptions
     return LoadOptions.create(tuple(args.custom_objects), args.allow_code)
+
+
+def _file_limits(args: argparse.Namespace):
+    from lstmserve.server.loading.modelfile import FileLimits
+    return FileLimits(max_model_bytes=args.max_model_bytes, max_config_depth=args.max_config_depth,
+                      max_attribute_bytes=args.max_attribute_bytes)

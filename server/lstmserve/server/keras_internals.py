@@ -73,3 +73,17 @@ def replace_activation(layer: Any, attribute: str, function: Callable) -> None:
     """Swap the activation of a built layer or cell; Keras reads the attribute at call time, which it
     does not promise to keep doing (the compatibility tests check the served numbers)."""
     setattr(layer, attribute, function)
+
+
+def serialization_registry() -> dict[str, dict[str, Any]]:
+    """Every name Keras itself resolves when it reads a legacy config, by kind: the lookup tables
+    `keras.src.<kind>.ALL_OBJECTS_DICT` (class names, snake_case names and the aliases older Keras
+    wrote, such as `OrthogonalInitializer` from Keras 3.0-3.5) and, for layers, the module dictionary
+    the legacy .h5 loader searches (saving_utils.model_from_config)."""
+    from keras.src import activations, constraints, dtype_policies, initializers, regularizers
+    from keras.src import layers as layer_modules
+    registry = {kind: dict(module.ALL_OBJECTS_DICT) for kind, module in (
+        ("initializers", initializers), ("regularizers", regularizers), ("constraints", constraints),
+        ("activations", activations), ("dtype_policies", dtype_policies))}
+    registry["layers"] = dict(vars(layer_modules))
+    return registry

@@ -7,6 +7,7 @@ engine compiled and warmed (engine) -> LoadedModel (serving).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Mapping
 from pathlib import Path
@@ -19,16 +20,15 @@ from lstmserve.server import keras_internals
 from lstmserve.server.engine.base import DEFAULT_ENGINE, EngineConfig
 from lstmserve.server.engine.build import build_engine
 from lstmserve.server.errors import ModelLoadError
-from lstmserve.server.loading.build import LoadOptions, build_keras_model
+from lstmserve.server.loading.build import BuiltModel, LoadOptions, build_keras_model
 from lstmserve.server.loading.compat import file_layers, written_by
 from lstmserve.server.loading.modelfile import DEFAULT_LIMITS, FileLimits, ModelFile, read_model_file
+from lstmserve.server.loading.reasons import one_line
 from lstmserve.server.serving.heads import PROBABILISTIC, OutputHead
 from lstmserve.server.serving.model import LoadedModel, ModelSource
 from lstmserve.server.specs import TensorSpec
 
 log = logging.getLogger(__name__)
-
-MAX_REASON_CHARS = 500
 
 
 def load_model(path: str | Path, name: str | None = None, version: str = "1",
@@ -43,32 +43,47 @@ def load_model(path: str | Path, name: str | None = None, version: str = "1",
         raise
     except Exception as error:  # noqa: BLE001 (Keras, h5py and TensorFlow raise any type on bad files)
         log.debug("loading %s failed", path, exc_info=error)
-        text = str(error)
-        reason = text if len(text) <= MAX_REASON_CHARS else text[:MAX_REASON_CHARS] + "..."
-        raise ModelLoadError(f"cannot load {path}: {type(error).__name__}: {reason}") from None
+        raise ModelLoadError(f"cannot load {path}: {one_line(error)}") from None
 
 
 def _load(path: Path, name: str, version: str, options: LoadOptions, engine_config: EngineConfig,
           limits: FileLimits) -> LoadedModel:
     model_file = read_model_file(path, limits)
-    keras_model, steps = build_keras_model(model_file, options)
-    inputs = tuple(TensorSpec(t.name, np.dtype(t.dtype), tuple(t.shape)) for t in keras_model.inputs)
-    heads = tuple(_heads(keras_model, model_file.serving.get("labels") or {}))
-    preparation = _preparation(model_file)
+    built = build_keras_model(model_file, options)
+    keras_model = built.keras_model
+    inputs = tuple(TensorSpec(built.file_name(t.name), np.dtype(t.dtype), tuple(t.shape))
+                   for t in keras_model.inputs)
+    heads = tuple(_heads(built, model_file.serving.get("labels") or {}))
+    preparation = _preparation(model_file, inputs)
+    engine_config, engine_steps = _engine_for(built, inputs, engine_config)
     engine = build_engine(keras_model, inputs, engine_config, name)
     return LoadedModel(
         name=name, version=version, source=_source(model_file), inputs=inputs, heads=heads,
         task=model_file.serving.get("task") or _infer_task(heads), preparation=preparation,
-        compatibility_steps=tuple(steps), engine=engine,
-        layers=tuple(_describe_layer(layer) for layer in keras_model.layers),
+        compatibility_steps=built.steps + engine_steps, engine=engine,
+        layers=tuple(_describe_layer(built, layer) for layer in keras_model.layers),
     )
 
 
-def _describe_layer(layer) -> str:
+def _engine_for(built: BuiltModel, inputs: tuple[TensorSpec, ...],
+                config: EngineConfig) -> tuple[EngineConfig, tuple[str, ...]]:
+    """A file that fixes its batch size for stateful layers is compiled at that size only (rows run that
+    many at a time, each on a fresh state); every other model keeps the configured buckets."""
+    batch = inputs[0].shape[0] if inputs and inputs[0].shape else None
+    if not built.stateful or batch is None:
+        return config, ()
+    step = (f"batch size {batch} fixed in the file (stateful layers): only batch size {batch} is "
+            f"compiled, and requests run {batch} row{'s' if batch > 1 else ''} at a time")
+    # The batcher gathers no more rows than one call takes (an inline twin's budget is for that many).
+    batching = dataclasses.replace(config.batching, max_batch=min(batch, config.batching.max_batch))
+    return dataclasses.replace(config, buckets=(batch,), batching=batching), (step,)
+
+
+def _describe_layer(built: BuiltModel, layer) -> str:
     """"LSTM 'lstm'", naming the module of a class that is not Keras's own (an operator's custom layer)."""
     module = type(layer).__module__
     where = "" if module.split(".")[0] == "keras" else f" from {module}"
-    return f"{type(layer).__name__} '{layer.name}'{where}"
+    return f"{type(layer).__name__} '{built.file_name(layer.name)}'{where}"
 
 
 def _source(model_file: ModelFile) -> ModelSource:
@@ -81,18 +96,26 @@ def _source(model_file: ModelFile) -> ModelSource:
     )
 
 
-def _preparation(model_file: ModelFile) -> Preparation:
+def _preparation(model_file: ModelFile, inputs: tuple[TensorSpec, ...]) -> Preparation:
     try:
-        return Preparation.from_metadata(model_file.serving.get("preparation"))
+        preparation = Preparation.from_metadata(model_file.serving.get("preparation"))
     except FormatError as error:
         raise ModelLoadError(f"{model_file.path}: {error}") from None
+    # Every step works feature by feature: the model takes as many features as the client sends.
+    features = inputs[0].shape[-1] if inputs and len(inputs[0].shape) == 3 else None
+    if preparation.raw_features and len(preparation.raw_features) != features:
+        raise ModelLoadError(
+            f"{model_file.path}: metadata preparation names {len(preparation.raw_features)} raw features; "
+            f"the model's first input takes {inputs[0].describe() if inputs else 'no input'}")
+    return preparation
 
 
-def _heads(keras_model, labels: Mapping[str, list[str]] | list[str]) -> list[OutputHead]:
+def _heads(built: BuiltModel, labels: Mapping[str, list[str]] | list[str]) -> list[OutputHead]:
     heads, seen = [], set()
-    for index, tensor in enumerate(keras_model.outputs):
+    for index, tensor in enumerate(built.keras_model.outputs):
         layer = keras_internals.layer_of(tensor)
-        name = layer.name if layer.name not in seen else f"{layer.name}_{index}"
+        file_name = built.file_name(layer.name)
+        name = file_name if file_name not in seen else f"{file_name}_{index}"
         seen.add(name)
         spec = TensorSpec(name, np.dtype(tensor.dtype), tuple(tensor.shape))
         head_labels = labels if isinstance(labels, list) else labels.get(name, [])

@@ -1,48 +1,81 @@
 """Checks a model config against an allow-list before anything in it is deserialised.
 
-A Keras config names classes to instantiate; Lambda layers carry marshalled Python bytecode.
-A model file is untrusted input, so every class name it mentions must be one we know is inert,
-or one the operator supplied with --custom-objects.
+A Keras config names classes to instantiate. A model file is untrusted input, so every class name it
+mentions must be one Keras itself would resolve to an inert built-in (derived from the installed Keras:
+the public classes of keras.layers, initializers, regularizers, constraints, activations and dtype
+policies, under every name Keras has serialised them under), and not on the deny-list of classes that
+run code or read other files; or one the operator supplied with --custom-objects.
 """
 
 from __future__ import annotations
 
+import functools
+import inspect
 from collections.abc import Iterable, Iterator
 from typing import Any
 
+import keras
+
+from lstmserve.server import keras_internals
 from lstmserve.server.errors import UnsafeModelError
+from lstmserve.server.loading.compat import LEGACY_CLASSES
 
 MODELS = {"Sequential", "Functional", "Model"}
-RECURRENT = {
-    "LSTM", "GRU", "SimpleRNN", "RNN", "LSTMCell", "GRUCell", "SimpleRNNCell", "StackedRNNCells",
-    "Bidirectional", "TimeDistributed", "CuDNNLSTM", "CuDNNGRU", "ConvLSTM1D", "ConvLSTM2D",
+# Data Keras's serialisation writes inline (tensors, arrays, bytes, slices): no class is looked up.
+INLINE_DATA = {"__keras_tensor__", "__tensor__", "__numpy__", "__bytes__", "__ellipsis__", "__slice__"}
+# Carry or name code; served only with --allow-code (the operator trusts the file).
+CODE_CARRYING = {
+    "Lambda": "carries Python code (marshalled bytecode) that would run on load",
+    "TFOpLambda": "calls a TensorFlow function the file names",
+    "SlicingOpLambda": "calls a TensorFlow function the file names",
+    "__lambda__": "is Python bytecode that would run on load",
+    "function": "names a Python function that Keras would import and call",
+    "TorchModuleWrapper": "holds a pickled PyTorch module (unpickling runs code)",
+    "JaxLayer": "calls Python functions (call_fn, init_fn) the file names",
+    "FlaxLayer": "runs a Flax module the file names, as Python code",
 }
-LAYERS = {
-    "InputLayer", "Dense", "Dropout", "SpatialDropout1D", "GaussianNoise", "GaussianDropout",
-    "AlphaDropout", "Embedding", "Masking", "Activation", "Softmax", "ReLU", "LeakyReLU", "PReLU",
-    "ELU", "Flatten", "Reshape", "Permute", "RepeatVector", "Cropping1D", "ZeroPadding1D",
-    "Conv1D", "SeparableConv1D", "MaxPooling1D", "AveragePooling1D", "GlobalMaxPooling1D",
-    "GlobalAveragePooling1D", "UpSampling1D", "BatchNormalization", "LayerNormalization",
-    "Concatenate", "Add", "Subtract", "Multiply", "Average", "Maximum", "Minimum", "Dot",
-    "Attention", "AdditiveAttention", "MultiHeadAttention", "Identity",
+# Reach outside the model file whatever the operator allows.
+FILE_READING = {
+    "TFSMLayer": "loads a TensorFlow SavedModel from a path the file names",
+    "StringLookup": "may read its vocabulary from a file path the file names",
+    "IntegerLookup": "may read its vocabulary from a file path the file names",
+    "IndexLookup": "may read its vocabulary from a file path the file names",
+    "TextVectorization": "may read its vocabulary from a file path and call Python functions "
+                         "(standardize, split) the file names",
+    "__typespec__": "deserialises a TensorFlow TypeSpec by registered name",
 }
-# Objects nested inside layer configs: initialisers, regularisers, constraints, dtype policies.
-NESTED = {
-    "GlorotUniform", "GlorotNormal", "HeUniform", "HeNormal", "LecunUniform", "LecunNormal",
-    "Orthogonal", "Zeros", "Ones", "Constant", "RandomNormal", "RandomUniform",
-    "TruncatedNormal", "VarianceScaling", "Identity", "IdentityInitializer",
-    "L1", "L2", "L1L2", "OrthogonalRegularizer", "MaxNorm", "MinMaxNorm", "NonNeg", "UnitNorm",
-    "DTypePolicy", "FloatDTypePolicy", "Policy", "__keras_tensor__", "__tensor__",
-}
-CODE_CARRYING = {"Lambda", "TFOpLambda", "SlicingOpLambda", "__lambda__", "function"}
-ALLOWED = MODELS | RECURRENT | LAYERS | NESTED
+DENIED = {**CODE_CARRYING, **FILE_READING}
+PUBLIC_MODULES = ("layers", "initializers", "regularizers", "constraints", "activations", "dtype_policies")
+
+
+@functools.cache
+def keras_names() -> frozenset[str]:
+    """Every class (and function) name the installed Keras resolves to an inert built-in, minus the
+    deny-list: public objects of its serialisable modules and every alias its registry knows."""
+    tables = {kind: {name: value for name, value in vars(getattr(keras, kind)).items()
+                     if not name.startswith("_")} for kind in PUBLIC_MODULES}
+    for kind, table in keras_internals.serialization_registry().items():
+        tables[kind].update(table)
+    names = {name for kind, table in tables.items() for name, value in table.items()
+             if _is_inert_object(kind, value)}
+    return frozenset((names | MODELS | INLINE_DATA | LEGACY_CLASSES) - set(DENIED))
+
+
+def _is_inert_object(kind: str, value: Any) -> bool:
+    """Classes, and the activation functions; never helpers such as deserialize, get or Input, which a
+    config naming them as a class would have Keras call."""
+    if kind == "activations":
+        return inspect.isfunction(value) and value.__name__ not in ("get", "serialize", "deserialize")
+    if not inspect.isclass(value):
+        return False
+    return kind != "layers" or issubclass(value, keras.layers.Layer)
 
 
 def check_config(config: Any, custom_classes: Iterable[str] = (), allow_code: bool = False,
                  custom_modules: Iterable[str] = ()) -> None:
-    """Raise UnsafeModelError naming the first class the file may not instantiate."""
+    """Raise UnsafeModelError naming the first class the file may not instantiate, and why."""
     custom = set(custom_classes)
-    allowed = ALLOWED | custom | (CODE_CARRYING if allow_code else set())
+    allowed = keras_names() | custom | (set(CODE_CARRYING) if allow_code else set())
     modules = ("keras", *custom_modules)
     for class_name, module, where in _class_names(config, "model"):
         supplied = _bare(class_name) in custom
@@ -51,21 +84,24 @@ def check_config(config: Any, custom_classes: Iterable[str] = (), allow_code: bo
             raise UnsafeModelError(_foreign_module_message(where, class_name, module))
         if class_name in allowed or supplied:
             continue
-        if class_name in CODE_CARRYING:
-            raise UnsafeModelError(
-                f"{where} is a {class_name}, which carries Python code that would run on load; "
-                "refused (start the server with --allow-code to trust this file)"
-            )
-        raise UnsafeModelError(
-            f"{where} uses class '{class_name}', which is neither a Keras built-in lstmserve "
-            f"allows nor a custom object you supplied; if it is your own layer, pass a module that "
-            f"defines class {_bare(class_name)} for Keras 3 with --custom-objects module.path"
-        )
+        raise UnsafeModelError(_refusal(where, class_name))
+
+
+def _refusal(where: str, class_name: str) -> str:
+    if class_name in CODE_CARRYING:
+        return (f"{where} is a {class_name}, which {CODE_CARRYING[class_name]}; refused (start the "
+                "server with --allow-code to trust this file)")
+    if class_name in FILE_READING:
+        return (f"{where} is a {class_name}, which {FILE_READING[class_name]}; model files must be "
+                "self-contained, so lstmserve never serves it")
+    return (f"{where} uses class '{class_name}', which is neither a Keras {keras.__version__} built-in "
+            f"nor a custom object you supplied; if it is your own layer, pass a module that defines "
+            f"class {_bare(class_name)} for Keras 3 with --custom-objects module.path")
 
 
 def _foreign_module_message(where: str, class_name: str, module: str) -> str:
     shadows = (f" (not Keras's own {class_name}, whose name it shares)"
-               if class_name in ALLOWED else "")
+               if class_name in keras_names() else "")
     return (f"{where} is class '{class_name}' from Python module '{module}'{shadows}; lstmserve "
             f"imports no module a file names: pass a module that defines class {_bare(class_name)} "
             "for Keras 3 with --custom-objects module.path")

@@ -62,14 +62,27 @@ def _shape_problem(spec: TensorSpec, array: np.ndarray) -> str | None:
 
 
 def _value_problem(spec: TensorSpec, array: np.ndarray) -> str | None:
-    # Width may differ (float64 for float32), kind may not: ids sent as floats are a bug.
+    # Width may differ (float64 for float32), kind may not, but for whole numbers sent to an integer
+    # input (token ids a client keeps as floats, as Keras's predict takes them).
     kind = array.dtype.kind
+    if kind == "f" and spec.dtype.kind == "i":
+        return _whole_number_problem(spec, array)
     if kind != spec.dtype.kind:
         return f"has dtype {array.dtype.name}"
     if kind == "f" and not np.isfinite(array).all():
         return "contains NaN or infinity"
     if kind == "i" and array.dtype.itemsize > spec.dtype.itemsize:
         info = np.iinfo(spec.dtype)
+        if array.min() < info.min or array.max() > info.max:
+            return f"has values outside {spec.dtype.name}"
+    return None
+
+
+def _whole_number_problem(spec: TensorSpec, array: np.ndarray) -> str | None:
+    info = np.iinfo(spec.dtype)
+    with np.errstate(invalid="ignore"):
+        if not (np.isfinite(array).all() and (array == np.round(array)).all()):
+            return f"has {array.dtype.name} values that are not whole numbers (an integer input: token ids)"
         if array.min() < info.min or array.max() > info.max:
             return f"has values outside {spec.dtype.name}"
     return None

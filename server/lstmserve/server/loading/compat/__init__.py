@@ -43,3 +43,8 @@ def file_layers(model_config: dict) -> list[str]:
         wrapped = f"({inner['class_name']})" if isinstance(inner, dict) and "class_name" in inner else ""
         described.append(f"{layer['class_name']}{wrapped} '{layer.get('config', {}).get('name', '?')}'")
     return described
+
+
+# Classes Keras 2 wrote that Keras 3 lacks and configs.py / arguments.py translate (the allow-list
+# admits them for that); "Policy" is tf.keras's mixed-precision dtype policy.
+LEGACY_CLASSES = frozenset({"CuDNNLSTM", "CuDNNGRU", "ThresholdedReLU", "Policy"})

@@ -1,17 +1,32 @@
 """Rewrites of legacy Keras 2 model configs into what Keras 3 builds, each step naming the layers it touched.
 
 Every rewrite keeps the computation the writing Keras performed; the weight layouts that change with a
-rewrite (CuDNN layers) are listed for the weight loader in `Translation.weight_layouts`.
+rewrite (CuDNN layers) are listed for the weight loader in `Translation.weight_layouts`, renamed layers
+in `Translation.renamed`. Layer arguments are in arguments.py, names in names.py.
 """
 
 from __future__ import annotations
 
 import copy
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from typing import Any
 
 from lstmserve.server.errors import ModelLoadError
+from lstmserve.server.loading.compat.arguments import ARGUMENT_REWRITES
+from lstmserve.server.loading.compat.names import sanitize_names
+from lstmserve.server.loading.compat.tree import (
+    MODEL_CLASSES,
+    Translation,
+    functional_models,
+    keras_histories,
+    layer_nodes,
+    legacy_refs,
+    model_layers,
+    nodes,
+)
+from lstmserve.server.loading.compat.tree import describe as _name
+
+__all__ = ["Translation", "layer_nodes", "translate_config"]
 
 RNN_CLASSES = {"LSTM", "GRU", "SimpleRNN", "RNN", "CuDNNLSTM", "CuDNNGRU", "Bidirectional"}
 WRAPPERS = {"Bidirectional", "TimeDistributed"}
@@ -21,20 +36,7 @@ CUDNN_AS_NATIVE = {
     "CuDNNGRU": ("GRU", {"activation": "tanh", "recurrent_activation": "sigmoid", "reset_after": True}),
 }
 INT_DTYPES = {"int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64"}
-
-
-@dataclass
-class Translation:
-    """A config Keras 3 can build, the steps applied, and file layers whose weights need converting."""
-
-    config: dict[str, Any]
-    steps: list[str] = field(default_factory=list)
-    # h5 layer group name -> "CuDNNLSTM" / "CuDNNGRU": the layout its weights were saved in.
-    weight_layouts: dict[str, str] = field(default_factory=dict)
-
-    def record(self, names: list[str], what: str) -> None:
-        if names:
-            self.steps.append(f"{what}: {', '.join(names)}")
+FLOAT_DTYPES = {"float16", "bfloat16", "float32", "float64"}
 
 
 def translate_config(model_config: dict[str, Any]) -> Translation:
@@ -45,29 +47,9 @@ def translate_config(model_config: dict[str, Any]) -> Translation:
     return translation
 
 
-def layer_nodes(node: Any) -> Iterator[dict[str, Any]]:
-    """Every {class_name, config: dict} in a config tree, outermost first (initialisers included)."""
-    return _nodes(node, lambda n: isinstance(n.get("config"), dict))
-
-
 def _sequentials(node: Any) -> Iterator[dict[str, Any]]:
     # Not layer_nodes: a Keras 2.0 Sequential's config is a list.
-    return _nodes(node, lambda n: n["class_name"] == "Sequential" and "config" in n)
-
-
-def _nodes(node: Any, keep: Callable[[dict[str, Any]], bool]) -> Iterator[dict[str, Any]]:
-    if isinstance(node, dict):
-        if isinstance(node.get("class_name"), str) and keep(node):
-            yield node
-        for value in node.values():
-            yield from _nodes(value, keep)
-    elif isinstance(node, list):
-        for item in node:
-            yield from _nodes(item, keep)
-
-
-def _name(node: dict[str, Any]) -> str:
-    return f"{node['class_name']} '{node['config'].get('name', '?')}'"
+    return nodes(node, lambda n: n["class_name"] == "Sequential" and "config" in n)
 
 
 def sequential_from_list(t: Translation) -> None:
@@ -173,35 +155,53 @@ def cudnn_as_native(t: Translation) -> None:
 
 def _layers_with_owner(config: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
     """Each model-level layer node (the owner of an h5 weight group) and the layer nodes inside it."""
-    for layer in _model_layers(config):
+    for layer in model_layers(config):
         owner = layer["config"].get("name", "")
         for node in layer_nodes(layer):
             yield owner, node
 
 
 def _wrapper_names(config: dict[str, Any], inner: dict[str, Any]) -> list[str]:
-    return [layer["config"].get("name", "") for layer in _model_layers(config)
+    return [layer["config"].get("name", "") for layer in model_layers(config)
             if layer["class_name"] in WRAPPERS and layer["config"].get("layer") is inner]
-
-
-def _model_layers(config: dict[str, Any]) -> list[dict[str, Any]]:
-    layers = config.get("config", {}).get("layers") if isinstance(config.get("config"), dict) else None
-    return [layer for layer in layers or [] if isinstance(layer, dict)]
 
 
 def rnn_states_as_keywords(t: Translation) -> None:
     """Keras 2 listed an RNN's initial states as extra inbound tensors; Keras 3 takes `initial_state=`."""
     touched = []
-    for layer in _model_layers(t.config):
+    for layer in model_layers(t.config):
         if layer["class_name"] not in RNN_CLASSES:
             continue
-        nodes = layer.get("inbound_nodes") or []
-        for index, node in enumerate(nodes):
+        inbound = layer.get("inbound_nodes") or []
+        for index, node in enumerate(inbound):
             if isinstance(node, list) and len(node) > 1:
-                nodes[index] = {"args": [_tensor(node[0])],
+                inbound[index] = {"args": [_tensor(node[0])],
                                 "kwargs": {"initial_state": [_tensor(ref) for ref in node[1:]]}}
                 touched.append(_name(layer))
     t.record(touched, "initial states passed as extra inputs turned into initial_state=")
+
+
+def tensors_in_keywords(t: Translation) -> None:
+    """Keras 2 wrote a tensor passed by keyword (MultiHeadAttention's value=) as a bare [layer, node,
+    tensor] list, which Keras 3's legacy reader hands to the layer as a list; it needs a tensor."""
+    touched = []
+    for model in functional_models(t.config):
+        for layer in model_layers(model):
+            inbound = layer.get("inbound_nodes") or []
+            for index, node in enumerate(inbound):
+                if not (isinstance(node, list) and len(node) == 1 and len(node[0]) == 4
+                        and isinstance(node[0][3], dict)):
+                    continue
+                keywords = node[0][3]
+                if any(_is_ref(value) for value in keywords.values()):
+                    inbound[index] = {"args": [_tensor(node[0])], "kwargs": {
+                        key: _tensor(value) if _is_ref(value) else value for key, value in keywords.items()}}
+                    touched.append(_name(layer))
+    t.record(touched, "tensors passed by keyword (Keras 2 [layer, node, tensor] lists) made tensors")
+
+
+def _is_ref(value: Any) -> bool:
+    return next(legacy_refs(value), None) is value
 
 
 def _tensor(ref: list) -> dict[str, Any]:
@@ -210,9 +210,101 @@ def _tensor(ref: list) -> dict[str, Any]:
             "config": {"shape": [], "dtype": "float32", "keras_history": list(ref[:3])}}
 
 
+def nested_model_node_indices(t: Translation) -> None:
+    """Keras 2 counted a nested model's own construction as its node 0, so a file numbers the calls of
+    a nested model inside another from 1 (tf-keras functional._should_skip_first_node); Keras 3 numbers
+    them from 0, and subtracts the 1 itself only for outputs that are functional models."""
+    touched = []
+    for model in functional_models(t.config):
+        layers = model_layers(model)
+        if not all(isinstance(node, list) for layer in layers for node in layer.get("inbound_nodes") or []):
+            continue  # written by Keras 3
+        refs = [ref for layer in layers for ref in legacy_refs(layer.get("inbound_nodes"))]
+        outputs = list(legacy_refs(model["config"].get("output_layers")))
+        for layer in layers:
+            if layer["class_name"] in MODEL_CLASSES and _shift_calls(layer, refs, outputs):
+                touched.append(_name(layer))
+    t.record(touched, "calls of nested models renumbered from 0 (Keras 2 counted the model's own "
+             "construction as its first node)")
+
+
+def _shift_calls(layer: dict[str, Any], refs: list[list], outputs: list[list]) -> bool:
+    name = layer.get("name") or layer["config"].get("name")
+    inbound = [ref for ref in refs if ref[0] == name]
+    outbound = [ref for ref in outputs if ref[0] == name]
+    if not _skips_first_node(layer, [ref[1] for ref in inbound + outbound]):
+        return False
+    for ref in inbound + (outbound if layer["class_name"] == "Sequential" else []):
+        ref[1] -= 1
+    return True
+
+
+def _skips_first_node(layer: dict[str, Any], indices: list[int]) -> bool:
+    """Whether the file numbered this nested model's calls from 1: certain when an index reaches past
+    its calls or one is 0; otherwise Keras 2's own rule (functional models, and Sequential models built
+    with an input)."""
+    calls = len(layer.get("inbound_nodes") or [])
+    if not indices:
+        return False
+    if max(indices) >= calls:
+        return True
+    if min(indices) == 0:
+        return False
+    if layer["class_name"] != "Sequential":
+        return True
+    first = (model_layers(layer) or [{}])[0]
+    return first.get("class_name") == "InputLayer" or "batch_input_shape" in first.get("config", {})
+
+
+def stateful_as_fresh_state(t: Translation) -> None:
+    """A stateful RNN carries its state from one batch to the next, which no served request can own;
+    built stateless, each request row starts from a zero state, as Keras predict after reset_states()."""
+    touched = []
+    for node in layer_nodes(t.config):
+        if node["config"].get("stateful") is True:
+            node["config"]["stateful"] = False
+            touched.append(_name(node))
+    t.stateful.extend(touched)
+    t.record(touched, "stateful=True served on a fresh state for every request row (as Keras predict "
+             "after reset_states())")
+
+
+def integer_token_inputs(t: Translation) -> None:
+    """A float input that feeds only Embedding layers carries token ids (Keras 2 gave the Input it made
+    from input_shape/input_length the float32 default). Built int32, it takes the ids clients hold;
+    Embedding casts to int32 either way, so the lookups are the same (exact past 2^24, where float32
+    ids were not)."""
+    touched = []
+    for input_layer, consumers in _top_level_inputs(t.config):
+        dtype = input_layer["config"].get("dtype")
+        if (isinstance(dtype, str) and dtype in FLOAT_DTYPES and consumers
+                and all(layer["class_name"] == "Embedding" for layer in consumers)):
+            input_layer["config"]["dtype"] = "int32"
+            touched.append(f"{_name(input_layer)} ({dtype} in the file) -> "
+                           + ", ".join(_name(layer) for layer in consumers))
+    t.record(touched, "input built int32 for integer token ids (it feeds only Embedding layers)")
+
+
+def _top_level_inputs(config: dict[str, Any]) -> Iterator[tuple[dict[str, Any], list[dict[str, Any]]]]:
+    """The served model's InputLayers, each with the layers that consume it."""
+    layers = model_layers(config)
+    if config.get("class_name") == "Sequential":
+        if len(layers) > 1 and layers[0]["class_name"] == "InputLayer":
+            yield layers[0], [layers[1]]
+        return
+    for input_layer in (layer for layer in layers if layer["class_name"] == "InputLayer"):
+        name = input_layer.get("name") or input_layer["config"].get("name")
+        yield input_layer, [layer for layer in layers if name in _inbound_names(layer)]
+
+
+def _inbound_names(layer: dict[str, Any]) -> set[str]:
+    inbound = layer.get("inbound_nodes")
+    return {ref[0] for ref in [*legacy_refs(inbound), *keras_histories(inbound)]}
+
+
 REWRITES: tuple[Callable[[Translation], None], ...] = (
-    sequential_from_list, input_layer_from_batch_input_shape, drop_time_major,
+    sequential_from_list, nested_model_node_indices, input_layer_from_batch_input_shape, drop_time_major,
     module_for_wrapped_layers, cudnn_as_native, float_embeddings, drop_embedding_input_length,
-    gru_reset_before,
-    rnn_states_as_keywords,
+    gru_reset_before, *ARGUMENT_REWRITES, stateful_as_fresh_state, integer_token_inputs,
+    rnn_states_as_keywords, tensors_in_keywords, sanitize_names,
 )

@@ -1,23 +1,31 @@
-"""Sets a built Keras 3 model's weights from a file's saved arrays, by layer name, converting old layouts."""
+"""Sets a built Keras 3 model's weights from a file's saved arrays, by layer name, converting old layouts.
+
+Each dataset's declared shape is compared with the built layer's variable before its values are read,
+and values are refused when not finite: a NaN weight makes every answer NaN.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
 from lstmserve.server.errors import ModelLoadError
-from lstmserve.server.loading.modelfile import ModelFile
+from lstmserve.server.loading.modelfile import ModelFile, SavedWeight
 
 SHADOW_HINT = ("if '{cls}' is your own layer class that shares a Keras built-in's name, pass the module "
                "defining it with --custom-objects MODULE")
 
 
-def assign_weights(model_file: ModelFile, model: Any, layouts: dict[str, str]) -> None:
-    """Assign every saved layer's weights; `layouts` names layers saved in a CuDNN layout. Pairing by
-    layer name (Keras's own loader pairs by position) gives a clear error when file and config disagree."""
+def assign_weights(model_file: ModelFile, model: Any, layouts: dict[str, str],
+                   renamed: dict[str, str] | None = None) -> None:
+    """Assign every saved layer's weights; `layouts` names layers saved in a CuDNN layout, `renamed`
+    maps a file's layer names to the built model's. Pairing by layer name (Keras's own loader pairs
+    by position) gives a clear error when file and config disagree."""
+    file_name = {new: old for old, new in (renamed or {}).items()}
     saved, path = model_file.weights, model_file.path
-    layers = {layer.name: layer for layer in model.layers}
+    layers = {file_name.get(layer.name, layer.name): layer for layer in model.layers}
     unsaved = [name for name, layer in layers.items() if _variables(layer) and name not in saved]
     unknown = [name for name in saved if name not in layers]
     if unsaved or unknown:
@@ -25,11 +33,42 @@ def assign_weights(model_file: ModelFile, model: Any, layouts: dict[str, str]) -
             f"{path}: the file's weights and its config disagree: no saved weights for layers "
             f"{unsaved}; saved weights for layers {unknown} the config does not have"
         )
-    for name, arrays in saved.items():
-        if name in layouts:
-            arrays = from_cudnn(arrays, layouts[name])
-        # A weightless layer given weights is how a custom class built as a built-in shows.
-        _assign(layers[name], arrays)
+    for name, weights in saved.items():
+        _check_declared(name, layers[name], weights, name in layouts)
+    with model_file.reading() as read:
+        for name, weights in saved.items():
+            arrays = _read(name, weights, read)
+            if name in layouts:
+                arrays = from_cudnn(arrays, layouts[name])
+            # A weightless layer given weights is how a custom class built as a built-in shows.
+            _assign(name, layers[name], arrays)
+
+
+def _check_declared(name: str, layer: Any, weights: list[SavedWeight], converted: bool) -> None:
+    """Before any value is read: the declared shapes are the layer's (a CuDNN layout, converted after
+    reading, holds at most twice as many numbers: CuDNNLSTM keeps two biases)."""
+    shapes = [tuple(v.shape) for v in _variables(layer)]
+    declared = [weight.shape for weight in weights]
+    if converted:
+        wanted = sum(int(np.prod(shape)) for shape in shapes)
+        if sum(int(np.prod(shape, dtype=object)) for shape in declared) > 2 * wanted:
+            _mismatch(name, layer, declared, shapes)
+    elif declared != shapes:
+        _mismatch(name, layer, declared, shapes)
+
+
+def _read(name: str, weights: list[SavedWeight],
+          read: Callable[[SavedWeight], np.ndarray]) -> list[np.ndarray]:
+    arrays = []
+    for weight in weights:
+        array = read(weight)
+        if array.dtype.kind in "fc" and not np.isfinite(array).all():
+            bad = int(array.size - np.isfinite(array).sum())
+            raise ModelLoadError(
+                f"layer '{name}': weight '{weight.path}' holds {bad} NaN or infinite values of "
+                f"{array.size}; every answer would be NaN or infinite (repair or retrain the model)")
+        arrays.append(array)
+    return arrays
 
 
 def from_cudnn(arrays: list[np.ndarray], layout: str) -> list[np.ndarray]:
@@ -49,18 +88,22 @@ def from_cudnn(arrays: list[np.ndarray], layout: str) -> list[np.ndarray]:
     return converted
 
 
-def _assign(layer: Any, arrays: list[np.ndarray]) -> None:
+def _assign(name: str, layer: Any, arrays: list[np.ndarray]) -> None:
     variables = _variables(layer)
     shapes = [tuple(v.shape) for v in variables]
     saved = [tuple(a.shape) for a in arrays]
     if shapes != saved:
-        hint = f"; {SHADOW_HINT.format(cls=type(layer).__name__)}" if _is_builtin(layer) else ""
-        raise ModelLoadError(
-            f"layer '{layer.name}' ({type(layer).__name__}): the file holds weights of shapes {saved}; "
-            f"the layer built from its config has {shapes}{hint}"
-        )
+        _mismatch(name, layer, saved, shapes)
     for variable, value in zip(variables, arrays):
         variable.assign(value)
+
+
+def _mismatch(name: str, layer: Any, saved: list[tuple], shapes: list[tuple]) -> None:
+    hint = f"; {SHADOW_HINT.format(cls=type(layer).__name__)}" if _is_builtin(layer) else ""
+    raise ModelLoadError(
+        f"layer '{name}' ({type(layer).__name__}): the file holds weights of shapes {saved}; "
+        f"the layer built from its config has {shapes}{hint}"
+    )
 
 
 def _variables(layer: Any) -> list[Any]:
