@@ -33,6 +33,14 @@ class ModelLoadError(ServingError):
     """A model file could not be loaded."""
 
 
+class ModelConfigError(ModelLoadError):
+    """A model's config.json in the repository is malformed or asks for what the server does not allow."""
+
+
+class ControlDisabled(ServingError):
+    """A call asked to load or unload models on a server whose model control is off."""
+
+
 class UnsafeModelError(ModelLoadError):
     """A model file asks for something that could run code, and the operator did not allow it."""
 
