@@ -126,7 +126,7 @@ def _parse(text: str, where: str) -> dict[str, Any]:
     except json.JSONDecodeError as error:
         raise ValueError(f"not valid JSON: {error.msg} at line {error.lineno} column {error.colno}") from None
     if not isinstance(document, dict):
-        raise ValueError(f"expected a JSON object; the file holds a {_kind(document)}")
+        raise ValueError(f"expected a JSON object; the file holds {_kind(document)}")
     return document
 
 
