@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -87,3 +90,55 @@ def serve_repository(root: Path | None, control: bool = True, drain_seconds: flo
     failures = repository.start().result(300)
     running.set_serving(True)
     return Served(running, repository, registry, failures)
+
+
+LSTMSERVE = str(Path(sys.executable).with_name("lstmserve"))
+
+
+def serve_process(args: list[str], log: Path, timeout: float = 300) -> tuple[subprocess.Popen, str]:
+    """`lstmserve serve ... --port 0` in its own process; (process, address) once health is SERVING."""
+    with log.open("w") as stream:
+        process = subprocess.Popen([LSTMSERVE, "serve", "--port", "0", *args], stdout=stream,
+                                   stderr=subprocess.STDOUT)
+    try:
+        address = wait_for(lambda: _listening(process, log), timeout, "the server to listen")
+        with Client(address, timeout=5) as client:
+            wait_for(lambda: _serving(process, log, client), timeout, "the server to report SERVING")
+    except BaseException:
+        stop_process(process)
+        raise
+    return process, address
+
+
+def stop_process(process: subprocess.Popen) -> int:
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+    return process.wait(30)
+
+
+def native_threads(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/task"))
+
+
+def rss_mb(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as status:
+        line = next(line for line in status if line.startswith("VmRSS:"))
+    return int(line.split()[1]) / 1024
+
+
+def _listening(process: subprocess.Popen, log: Path) -> str | None:
+    assert process.poll() is None, log.read_text()[-3000:]
+    found = re.search(r"listening on (\S+):(\d+)", log.read_text())
+    return f"{found[1]}:{found[2]}" if found else None
+
+
+def _serving(process: subprocess.Popen, log: Path, client: Client) -> bool:
+    assert process.poll() is None, log.read_text()[-3000:]
+    try:
+        return client.health() == "SERVING"
+    except Exception:  # noqa: BLE001 (not up yet)
+        return False

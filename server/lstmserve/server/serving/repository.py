@@ -40,6 +40,7 @@ from lstmserve.server.serving.repository_files import (
 log = logging.getLogger(__name__)
 
 SETTLE_S = 1.0
+LOAD_WAIT_S = 3 * SETTLE_S  # how long LoadModel waits for a file that is still changing
 Key = tuple[str, int]
 
 
@@ -89,7 +90,7 @@ class Repository:
         self._pinned: set[Key] = set()  # loaded by LoadModel, whatever the policy says
         self._unpinned: set[Key] = set()  # unloaded by UnloadModel
         self._disabled: set[str] = set()  # every version unloaded by UnloadModel
-        self._pending = False
+        self._pending: set[str] = set()  # models with a version whose file has not settled yet
         self._first_pass = True
         self._startup: Future = Future()
         self._failures: list[str] = []
@@ -149,7 +150,6 @@ class Repository:
     # Scanning and reconciling (worker thread).
 
     def _sync_all(self) -> list[ModelStatus]:
-        self._pending = False
         for name, path in sorted(self.options.files.items()):
             self._sync_file(name, path)
         found = self._scanner.models() if self._scanner else {}
@@ -184,6 +184,7 @@ class Repository:
         except ModelConfigError as error:
             self._report(name, str(error), f"model '{name}': %s (what it serves stays as it is)")
             self.registry.describe(name, problem=str(error))
+            self._pending.discard(name)
             return
         self._logged.pop(name, None)
         files = self._scanner.versions(model_dir)
@@ -193,9 +194,9 @@ class Repository:
                    follow: bool, policy: str) -> None:
         labels = {label: str(v) for label, v in settings.labels.items()}
         self.registry.describe(name, policy=policy, labels=labels)
+        self._pending.discard(name)
         ready, held = self._ready(name, settings, files, follow)
-        candidates = {v: f for v, f in ready.items()
-                      if (name, v) not in self._unpinned and name not in self._disabled}
+        candidates = {v: f for v, f in ready.items() if not self._idle((name, v))}
         while True:
             desired = self._desired(name, settings, candidates)
             todo = [v for v in sorted(desired, reverse=True)
@@ -223,8 +224,12 @@ class Repository:
             key = (name, version)
             if file.problem:
                 self._fail(key, file, file.problem)
+            elif self._idle(key) and key not in self._loaded:
+                self._stable(key, file)  # still watched, so that LoadModel finds it settled
+                ready[version] = file
+                continue
             elif follow and not self._stable(key, file):
-                self._pending = True
+                self._pending.add(name)
                 self.registry.note(name, str(version), VersionState.LOADING,
                                    "waiting for its file to stop changing", file.relative)
             elif self._failed.get(key) != (file.fingerprint, settings.load_key):
@@ -283,7 +288,7 @@ class Repository:
         if Fingerprint.of(file.path) != file.fingerprint:
             model.close()  # its bytes may be half old, half new: wait for the file to settle again
             self._seen.pop(key, None)
-            self._pending = True
+            self._pending.add(name)
             self.registry.note(name, version, VersionState.LOADING, "its file changed while it was read")
             return False
         self._loaded[key] = (file.fingerprint, settings.load_key)
@@ -323,8 +328,12 @@ class Repository:
                      name, version, reason)
             self.registry.unload(name, str(version), reason)
 
+    def _idle(self, key: Key) -> bool:
+        """Unloaded by UnloadModel, and not asked for again since."""
+        return key in self._unpinned or key[0] in self._disabled
+
     def _idle_reason(self, name: str, version: int, settings: ModelSettings, ready: set[int]) -> str:
-        if name in self._disabled or (name, version) in self._unpinned:
+        if self._idle((name, version)):
             return "unloaded by UnloadModel; LoadModel serves it again"
         if version in settings.policy.select(ready, len(ready)):
             return f"beyond --max-versions {self.options.max_versions}"
@@ -351,6 +360,7 @@ class Repository:
         self._pinned = {k for k in self._pinned if k[0] != name}
         self._unpinned = {k for k in self._unpinned if k[0] != name}
         self._disabled.discard(name)
+        self._pending.discard(name)
         self.registry.forget(name)
 
     def _shadowed(self, name: str) -> bool:
@@ -380,6 +390,11 @@ class Repository:
             self._unpinned = {k for k in self._unpinned if k[0] != name}
             self._failed = {k: v for k, v in self._failed.items() if k[0] != name}
         self._sync_one(name)
+        waited = 0.0
+        while name in self._pending and waited < LOAD_WAIT_S:  # a file just copied in: let it settle
+            time.sleep(SETTLE_S / 2)
+            waited += SETTLE_S / 2
+            self._sync_one(name)
         return self._loaded_status(name, version)
 
     def _loaded_status(self, name: str, version: str) -> ModelStatus:
