@@ -156,6 +156,8 @@ def test_fifty_load_and_unload_cycles_give_back_memory_and_threads(tmp_path, lar
     finally:
         code = stop_process(process)
     (first_rss, first_threads), (last_rss, last_threads) = measures[0], measures[-1]
+    print(f"after cycle 1: {first_rss:.0f} MB, {first_threads} threads; after cycle {CYCLES}: "
+          f"{last_rss:.0f} MB, {last_threads} threads")
     assert last_rss - first_rss < 100, measures
     assert last_threads <= first_threads, measures
     assert code == 0, log.read_text()[-3000:]
