@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import logging
 import os
-import queue
-import threading
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future
@@ -30,16 +28,18 @@ from lstmserve.server.serving.model import LoadedModel
 from lstmserve.server.serving.model_config import ModelSettings, VersionPolicy, read_settings
 from lstmserve.server.serving.registry import ModelRegistry, ModelStatus, VersionState
 from lstmserve.server.serving.repository_files import (
+    SETTLE_S,
     Fingerprint,
     RepositoryScanner,
+    Settling,
     VersionFile,
     check_name,
     check_version,
 )
+from lstmserve.server.serving.worker import CommandThread
 
 log = logging.getLogger(__name__)
 
-SETTLE_S = 1.0
 LOAD_WAIT_S = 3 * SETTLE_S  # how long LoadModel waits for a file that is still changing
 Key = tuple[str, int]
 
@@ -58,32 +58,20 @@ class RepositoryOptions:
     trust_config: bool = False
 
 
-class _Command:
-    def __init__(self, function: Callable, *args) -> None:
-        self.function, self.args, self.future = function, args, Future()
-
-    def run(self) -> None:
-        try:
-            self.future.set_result(self.function(*self.args))
-        except Exception as error:  # noqa: BLE001 (the caller's future carries it; the worker lives on)
-            self.future.set_exception(error)
-
-
 class Repository:
     """Keeps the registry in step with the repository. Public methods may be called from any thread
-    (a signal handler too) and return a Future settled by the worker."""
+    (a signal handler too) and return a Future settled by the repository's one thread."""
 
     def __init__(self, registry: ModelRegistry, options: RepositoryOptions,
                  loader: Callable[..., LoadedModel] = load_model) -> None:
         self.registry = registry
         self.options = options
         self._loader = loader
-        self._commands: queue.SimpleQueue = queue.SimpleQueue()  # put() is safe in a signal handler
-        self._thread = threading.Thread(target=self._run, name="model-repository", daemon=True)
+        self._worker = CommandThread("model-repository", self._sync_all, self._wake_in)
         self._scanner = RepositoryScanner(options.root) if options.root else None
         # Touched by the worker thread only.
         self._known: dict[str, Path] = {}
-        self._seen: dict[Key, tuple[Fingerprint, float]] = {}
+        self._settling = Settling()
         self._loaded: dict[Key, tuple] = {}  # (fingerprint, load key) of what is in service
         self._failed: dict[Key, tuple] = {}  # the same, of what failed: not tried again unchanged
         self._logged: dict[Key | str, str] = {}
@@ -91,55 +79,35 @@ class Repository:
         self._unpinned: set[Key] = set()  # unloaded by UnloadModel
         self._disabled: set[str] = set()  # every version unloaded by UnloadModel
         self._pending: set[str] = set()  # models with a version whose file has not settled yet
-        self._first_pass = True
         self._startup: Future = Future()
         self._failures: list[str] = []
 
     def start(self) -> Future:
         """Scan and load everything; the Future's result lists what failed (empty: all loaded)."""
-        self._thread.start()
-        self._commands.put(_Command(self._sync_all))
+        self._worker.start()
+        self._worker.submit(self._sync_all)
         return self._startup
 
     def rescan(self) -> Future:
         """Look at the repository now (SIGHUP, ReloadRepository); result: every model's status."""
-        return self._submit(self._sync_all)
+        return self._worker.submit(self._sync_all)
 
     def load(self, name: str, version: str = "") -> Future:
         """Serve a version of the repository (what its policy selects, without one); result: status."""
-        return self._submit(self._load_command, check_name(name), check_version(version))
+        return self._worker.submit(self._load_command, check_name(name), check_version(version))
 
     def unload(self, name: str, version: str = "") -> Future:
         """Take a version (every version, without one) out of service until loaded again."""
-        return self._submit(self._unload_command, check_name(name), check_version(version))
+        return self._worker.submit(self._unload_command, check_name(name), check_version(version))
 
     def stop(self, timeout: float = 30) -> None:
         """Stop watching (after the command in progress, a load perhaps); what is served stays."""
-        if self._thread.is_alive():
-            self._commands.put(None)
-            self._thread.join(timeout)
+        self._worker.stop(timeout)
 
     def close(self, timeout: float | None = None) -> None:
         """Stop watching, then close every version once its calls are done."""
         self.stop()
         self.registry.close(timeout)
-
-    def _submit(self, function: Callable, *args) -> Future:
-        command = _Command(function, *args)
-        self._commands.put(command)
-        return command.future
-
-    def _run(self) -> None:
-        while True:
-            try:
-                command = self._commands.get(timeout=self._wake_in())
-            except queue.Empty:
-                command = _Command(self._sync_all)
-            if command is None:
-                return
-            command.run()
-            if command.future.exception() and command.function is self._sync_all:
-                log.error("scanning the model repository failed", exc_info=command.future.exception())
 
     def _wake_in(self) -> float | None:
         if self._pending:
@@ -162,7 +130,7 @@ class Repository:
             for name in sorted(set(self._known) - set(found)):
                 self._remove_model(name)
             self._known = found
-        self._first_pass = False
+        self._settling.started()
         if not self._startup.done() and not self._pending:
             self._startup.set_result(list(self._failures))
         return self.registry.status()
@@ -225,10 +193,10 @@ class Repository:
             if file.problem:
                 self._fail(key, file, file.problem)
             elif self._idle(key) and key not in self._loaded:
-                self._stable(key, file)  # still watched, so that LoadModel finds it settled
+                self._settling.settled(key, file.fingerprint)  # watched, so LoadModel finds it settled
                 ready[version] = file
                 continue
-            elif follow and not self._stable(key, file):
+            elif follow and not self._settling.settled(key, file.fingerprint):
                 self._pending.add(name)
                 self.registry.note(name, str(version), VersionState.LOADING,
                                    "waiting for its file to stop changing", file.relative)
@@ -239,20 +207,6 @@ class Repository:
                 ready[version] = file
                 held.add(version)
         return ready, held
-
-    def _stable(self, key: Key, file: VersionFile) -> bool:
-        """Unchanged since an earlier scan at least SETTLE_S ago (or since before the server started),
-        and untouched for SETTLE_S."""
-        now, fingerprint = time.monotonic(), file.fingerprint
-        if fingerprint is None:
-            return False
-        seen = self._seen.get(key)
-        if seen is None or seen[0] != fingerprint:
-            # What is there when the server starts has not been seen changing: it counts as settled.
-            seen = (fingerprint, now - SETTLE_S if self._first_pass else now)
-            self._seen[key] = seen
-        quiet = time.time_ns() - fingerprint.mtime_ns >= SETTLE_S * 1e9
-        return now - seen[1] >= SETTLE_S and quiet
 
     def _desired(self, name: str, settings: ModelSettings, ready: dict[int, VersionFile]) -> set[int]:
         """What the policy selects, plus labelled and LoadModel'd versions, at most max_versions."""
@@ -287,7 +241,7 @@ class Repository:
             return False
         if Fingerprint.of(file.path) != file.fingerprint:
             model.close()  # its bytes may be half old, half new: wait for the file to settle again
-            self._seen.pop(key, None)
+            self._settling.reset(key)
             self._pending.add(name)
             self.registry.note(name, version, VersionState.LOADING, "its file changed while it was read")
             return False
@@ -347,14 +301,15 @@ class Repository:
         for status in self.registry.status(name)[0].versions:
             if status.state in idle and int(status.version) not in files:
                 self.registry.forget(name, status.version)
-        for key in [k for k in self._seen if k[0] == name and k[1] not in files]:
-            self._seen.pop(key)
-            self._failed.pop(key, None)
+        self._settling.forget(name, keep=set(files))
+        for key in [k for k in self._failed if k[0] == name and k[1] not in files]:
+            del self._failed[key]
 
     def _remove_model(self, name: str) -> None:
         for version in sorted(self._served(name)):
             self._unload(name, version, "its directory was removed from the repository")
-        for table in (self._seen, self._failed, self._logged):
+        self._settling.forget(name)
+        for table in (self._failed, self._logged):
             for key in [k for k in table if k == name or (isinstance(k, tuple) and k[0] == name)]:
                 table.pop(key)
         self._pinned = {k for k in self._pinned if k[0] != name}

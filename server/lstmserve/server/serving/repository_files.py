@@ -1,4 +1,5 @@
-"""What a model repository holds on disk: DIR/NAME/VERSION/<one>.h5, and names checked before use.
+"""What a model repository holds on disk: DIR/NAME/VERSION/<one>.h5, names checked before use, and
+whether a file has stopped changing.
 
 Names and versions that arrive over the network are checked here before they touch a path: a model
 name is a plain directory name (no separators, no '..'), a version a positive integer.
@@ -9,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +24,7 @@ VERSION = re.compile(r"[1-9][0-9]{0,17}")
 MODEL_SUFFIX = ".h5"
 # Entries of one directory the scan looks at; a repository beyond it is refused in part, with a warning.
 MAX_ENTRIES = 1000
+SETTLE_S = 1.0
 
 
 def check_name(name: str) -> str:
@@ -150,3 +153,36 @@ class RepositoryScanner:
         if key not in self._warned:
             self._warned.add(key)
             log.warning("%s", message)
+
+
+class Settling:
+    """Whether version files have stopped changing: the same fingerprint at scans at least SETTLE_S
+    apart, and not modified for SETTLE_S. What is there before the first scan ends (`started`) has not
+    been seen changing and counts as settled, so a server starts without waiting."""
+
+    def __init__(self) -> None:
+        self._seen: dict[tuple[str, int], tuple[Fingerprint, float]] = {}
+        self._starting = True
+
+    def settled(self, key: tuple[str, int], fingerprint: Fingerprint | None) -> bool:
+        if fingerprint is None:
+            return False
+        now = time.monotonic()
+        seen = self._seen.get(key)
+        if seen is None or seen[0] != fingerprint:
+            seen = (fingerprint, now - SETTLE_S if self._starting else now)
+            self._seen[key] = seen
+        quiet = time.time_ns() - fingerprint.mtime_ns >= SETTLE_S * 1e9
+        return now - seen[1] >= SETTLE_S and quiet
+
+    def started(self) -> None:
+        self._starting = False
+
+    def reset(self, key: tuple[str, int]) -> None:
+        """Watch a file afresh (it changed while it was read)."""
+        self._seen.pop(key, None)
+
+    def forget(self, name: str, keep: set[int] | None = None) -> None:
+        """Forget a model's files (all of them, or all but the versions in `keep`)."""
+        for key in [k for k in self._seen if k[0] == name and (keep is None or k[1] not in keep)]:
+            del self._seen[key]
