@@ -3,6 +3,7 @@ and hostile versions that change nothing, and per-model health."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import shutil
 import threading
@@ -10,9 +11,17 @@ import threading
 import grpc
 import modelzoo
 import pytest
-from repository_helpers import SMALL_INPUT, put, serve_repository, states, version_status, wait_for
+from repository_helpers import (
+    NO_RETRIES,
+    SMALL_INPUT,
+    put,
+    serve_repository,
+    states,
+    version_status,
+    wait_for,
+)
 
-from lstmserve.client import LstmserveError
+from lstmserve.client import AsyncClient, LstmserveError
 from lstmserve.inference.v2 import grpc_predict_v2_pb2 as v2
 from lstmserve.inference.v2 import grpc_predict_v2_pb2_grpc as v2_grpc
 from lstmserve.server.serving.heads import Mode
@@ -68,7 +77,7 @@ def test_serves_the_highest_version_and_says_why_the_others_are_not(serve, small
         with pytest.raises(LstmserveError) as caught:
             answer(client, version="1")
         assert caught.value.code == grpc.StatusCode.NOT_FOUND
-        assert "model 'm' version '1' is UNLOADED; available versions: ['2']" in caught.value.message
+        assert "model 'm' version '1' is UNLOADED; loaded versions: ['2']" in caught.value.message
         assert client.health(MODEL_HEALTH) == "SERVING"
         with pytest.raises(LstmserveError) as unknown:
             client.health("lstmserve.v1.PredictionService/nope")
@@ -318,3 +327,24 @@ def test_removed_versions_and_models_leave_service(serve, small, tmp_path):
 
 def _batcher_threads(name: str) -> int:
     return sum(thread.name == f"batcher-{name}" for thread in threading.enumerate())
+
+
+def test_the_async_client_has_every_model_service_method(serve, small, tmp_path):
+    put(tmp_path, "m", 1, small[1])
+    put(tmp_path, "m", 2, small[2])
+    (tmp_path / "m" / "config.json").write_text('{"labels": {"stable": 1}}')
+    served = serve(tmp_path)
+
+    async def session():
+        async with AsyncClient(served.address, timeout=60, options=NO_RETRIES) as client:
+            (status,) = await client.model_status("m")
+            assert [(v.version, v.labels) for v in status.versions] == [("2", []), ("1", ["stable"])]
+            assert (await client.predict(SMALL_INPUT, model="m", label="stable"))[0, 0] == 1.0
+            assert (await client.metadata("m", label="stable")).model.version == "1"
+            await client.unload_model("m", 2)
+            assert (await client.predict(SMALL_INPUT, model="m"))[0, 0] == 1.0
+            assert (await client.load_model("m", 2)).versions[0].is_default
+            assert [s.name for s in await client.reload_repository()] == ["m"]
+            assert (await client.predict(SMALL_INPUT, model="m"))[0, 0] == 2.0
+
+    asyncio.run(session())

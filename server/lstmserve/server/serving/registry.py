@@ -343,10 +343,10 @@ def _version_unavailable(name: str, entry: _Model, version: str) -> Exception:
     state = entry.notes.get(version, (None, ""))[0]
     if state is VersionState.LOADING:
         return ModelNotReady(f"model '{name}' version {version} is still loading; retry shortly")
-    available = sorted(entry.serving, key=_version_key)
-    shown = f"is {state.value}" if state else "is not loaded"
-    return ModelNotFound(f"model '{name}' version '{_shown(version)}' {shown}; available versions: "
-                         f"{available}")
+    loaded = sorted(entry.serving, key=_version_key)
+    if state is None:
+        return ModelNotFound(f"model '{name}' has no version '{_shown(version)}'; loaded versions: {loaded}")
+    return ModelNotFound(f"model '{name}' version '{version}' is {state.value}; loaded versions: {loaded}")
 
 
 def _states(entry: _Model) -> str:
