@@ -24,6 +24,7 @@ from repository_helpers import (
 from lstmserve.client import AsyncClient, LstmserveError
 from lstmserve.inference.v2 import grpc_predict_v2_pb2 as v2
 from lstmserve.inference.v2 import grpc_predict_v2_pb2_grpc as v2_grpc
+from lstmserve.server.errors import ModelNotReady
 from lstmserve.server.serving.heads import Mode
 
 pytestmark = pytest.mark.integration
@@ -348,3 +349,20 @@ def test_the_async_client_has_every_model_service_method(serve, small, tmp_path)
             assert (await client.predict(SMALL_INPUT, model="m"))[0, 0] == 2.0
 
     asyncio.run(session())
+
+
+def test_a_version_held_past_drain_seconds_is_closed_and_its_holder_told(serve, small, tmp_path):
+    put(tmp_path, "m", 1, small[1])
+    put(tmp_path, "m", 2, small[2])
+    served = serve(tmp_path, drain_seconds=0.5)
+    with served.client() as client:
+        lease = served.registry.lease("m")  # a session that never ends
+        client.load_model("m", 1)
+        client.unload_model("m", 2)
+        assert lease.draining and lease.model.version == "2"
+        wait_for(lambda: states(client, "m")["2"] == "UNLOADED", what="version 2 closed anyway")
+        with pytest.raises(ModelNotReady, match="model 'm' is unloaded; retry"):
+            lease.model.predict({"": SMALL_INPUT}, Mode.VALUES)
+        lease.release()
+        lease.release()  # once only
+        assert answer(client) == 1.0
