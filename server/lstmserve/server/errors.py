@@ -1,6 +1,12 @@
 """Domain errors of the server. They know nothing of gRPC; transport/status.py maps each to a status."""
 
 
+def shown(text: str, limit: int = 100) -> str:
+    """A caller's string as an error message repeats it: at most `limit` characters of it, so a huge
+    name cannot swell the answer past what a client accepts."""
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+
+
 class ServingError(Exception):
     """Base of every error whose message is meant for the caller."""
 

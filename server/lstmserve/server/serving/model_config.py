@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from lstmserve.server.engine.base import BatchConfig
-from lstmserve.server.errors import ModelConfigError
+from lstmserve.server.errors import ModelConfigError, shown
 
 CONFIG_NAME = "config.json"
 MAX_CONFIG_BYTES = 64 * 1024
@@ -51,7 +51,7 @@ class VersionPolicy:
             numbers = argument.split(",")
             if all(_positive(n) for n in numbers) and len(numbers) <= MAX_POLICY_VERSIONS:
                 return cls("specific", versions=tuple(sorted({int(n) for n in numbers})))
-        raise ValueError(f"version policy is '{_shown(text)}'; expected 'latest:N' (N from 1 to "
+        raise ValueError(f"version policy is '{shown(text)}'; expected 'latest:N' (N from 1 to "
                          f"{MAX_POLICY_VERSIONS}), 'all' or 'specific:V,V,...' (positive integers)")
 
     def select(self, versions: Iterable[int], cap: int) -> set[int]:
@@ -151,7 +151,7 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     keys = [key for key, _ in pairs]
     duplicates = sorted({key for key in keys if keys.count(key) > 1})
     if duplicates:
-        raise ValueError(f"key {_shown(duplicates[0])!r} appears more than once")
+        raise ValueError(f"key {shown(duplicates[0])!r} appears more than once")
     return dict(pairs)
 
 
@@ -184,7 +184,7 @@ def _apply(document: dict[str, Any], defaults: ModelSettings, trust_config: bool
 def _known(section: dict[str, Any], keys: tuple[str, ...], where: str) -> None:
     unknown = [key for key in section if key not in keys]
     if unknown:
-        raise ValueError(f"unknown key {_shown(unknown[0])!r} in {where}; expected {list(keys)}")
+        raise ValueError(f"unknown key {shown(unknown[0])!r} in {where}; expected {list(keys)}")
 
 
 def _string(document: dict[str, Any], key: str) -> str:
@@ -202,7 +202,7 @@ def _labels(value: Any) -> dict[str, int]:
         raise ValueError(f"'labels' has {len(value)} entries; at most {MAX_LABELS}")
     for label, version in value.items():
         if not LABEL.match(label):
-            raise ValueError(f"label {_shown(label)!r} is not a label: expected lower-case letters, "
+            raise ValueError(f"label {shown(label)!r} is not a label: expected lower-case letters, "
                              "digits, '_' or '-', starting with a letter, at most 63 characters")
         if type(version) is not int or not 0 < version <= MAX_VERSION:
             raise ValueError(f"label '{label}' names {_kind(version)}; expected a version number "
@@ -236,7 +236,7 @@ def _modules(value: Any) -> tuple[str, ...]:
         raise ValueError(f"'custom_objects' is {_kind(value)}; expected a list of module names")
     bad = [item for item in value if not MODULE.match(item)]
     if bad:
-        raise ValueError(f"'custom_objects' holds {_shown(bad[0])!r}; expected a module name such as "
+        raise ValueError(f"'custom_objects' holds {shown(bad[0])!r}; expected a module name such as "
                          "'mypackage.layers'")
     return tuple(value)
 
@@ -251,9 +251,5 @@ def _kind(value: Any) -> str:
     if isinstance(value, (int, float)):
         return f"the number {value}"
     if isinstance(value, str):
-        return f"the string {_shown(value)!r}"
+        return f"the string {shown(value)!r}"
     return {dict: "an object", list: "a list", type(None): "null"}.get(type(value), type(value).__name__)
-
-
-def _shown(text: str, limit: int = 60) -> str:
-    return text if len(text) <= limit else text[:limit] + "..."

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
-from lstmserve.server.errors import InvalidInput, ModelNotFound, ModelNotReady
+from lstmserve.server.errors import InvalidInput, ModelNotFound, ModelNotReady, shown
 from lstmserve.server.serving.model import LoadedModel
 
 log = logging.getLogger(__name__)
@@ -152,7 +152,7 @@ class ModelRegistry:
         """Every version of one model (or of all), highest first; NOT_FOUND for an unknown name."""
         with self._lock:
             if name and name not in self._models:
-                raise ModelNotFound(f"no model named '{_shown(name)}'; this server holds "
+                raise ModelNotFound(f"no model named '{shown(name)}'; this server holds "
                                     f"{sorted(self._models)}")
             names = [name] if name else sorted(self._models)
             return [_status_of(n, self._models[n]) for n in names]
@@ -248,12 +248,12 @@ class ModelRegistry:
 
     def _resolve(self, name: str, version: str, label: str) -> _Slot:
         if version and label:
-            raise InvalidInput(f"request names version '{_shown(version)}' and label '{_shown(label)}'; "
+            raise InvalidInput(f"request names version '{shown(version)}' and label '{shown(label)}'; "
                                "give one or neither")
         name = name or self._only_name()
         entry = self._models.get(name)
         if entry is None:
-            raise ModelNotFound(f"no model named '{_shown(name)}'; this server holds "
+            raise ModelNotFound(f"no model named '{shown(name)}'; this server holds "
                                 f"{sorted(self._models)}")
         if label:
             version = _labelled(name, entry, label)
@@ -327,7 +327,7 @@ def _highest(entry: _Model) -> _Slot | None:
 def _labelled(name: str, entry: _Model, label: str) -> str:
     version = entry.labels.get(label)
     if version is None:
-        raise ModelNotFound(f"model '{name}' has no label '{_shown(label)}'; "
+        raise ModelNotFound(f"model '{name}' has no label '{shown(label)}'; "
                             f"its labels: {sorted(entry.labels) or 'none'}")
     return version
 
@@ -345,7 +345,7 @@ def _version_unavailable(name: str, entry: _Model, version: str) -> Exception:
         return ModelNotReady(f"model '{name}' version {version} is still loading; retry shortly")
     loaded = sorted(entry.serving, key=_version_key)
     if state is None:
-        return ModelNotFound(f"model '{name}' has no version '{_shown(version)}'; loaded versions: {loaded}")
+        return ModelNotFound(f"model '{name}' has no version '{shown(version)}'; loaded versions: {loaded}")
     return ModelNotFound(f"model '{name}' version '{version}' is {state.value}; loaded versions: {loaded}")
 
 
@@ -377,11 +377,6 @@ def _state_of(entry: _Model, version: str) -> tuple[VersionState, str]:
         return VersionState.AVAILABLE, ""
     # In service, while a changed file of the same version loads or has failed to.
     return VersionState.AVAILABLE, f"serving its previous file; the new one is {note[0].value}: {note[1]}"
-
-
-def _shown(text: str, limit: int = 100) -> str:
-    """A caller's string as an error message repeats it: never longer than `limit` characters."""
-    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
 
 
 def _version_key(version: str) -> tuple[int, int | str]:

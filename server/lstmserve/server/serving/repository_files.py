@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from lstmserve.server.errors import InvalidInput
+from lstmserve.server.errors import InvalidInput, shown
 
 log = logging.getLogger(__name__)
 
@@ -29,26 +29,24 @@ SETTLE_S = 1.0
 
 def check_name(name: str) -> str:
     """A model name as the repository and health names use it; InvalidInput says what is wrong."""
-    shown = name if len(name) <= 60 else name[:60] + "..."
     if not name:
         raise InvalidInput("model name is empty; name a model of the repository, such as 'seed'")
     if len(name) > MAX_NAME_CHARS:
         raise InvalidInput(f"model name has {len(name)} characters; at most {MAX_NAME_CHARS}")
     if "/" in name or "\\" in name or ".." in name:
-        raise InvalidInput(f"model name '{shown}' holds a path separator or '..'; a model is named by "
-                           "its directory in the repository, never by a path")
+        raise InvalidInput(f"model name '{shown(name, 60)}' holds a path separator or '..'; a model is "
+                           "named by its directory in the repository, never by a path")
     if not is_plain_name(name):
-        raise InvalidInput(f"model name '{shown}' is not a repository name: expected letters, digits, "
-                           "'_', '-' and '.', starting with a letter or digit")
+        raise InvalidInput(f"model name '{shown(name, 60)}' is not a repository name: expected letters, "
+                           "digits, '_', '-' and '.', starting with a letter or digit")
     return name
 
 
 def check_version(version: str) -> str:
     """'' (none) or a positive integer, as version directories are named."""
     if version and not VERSION.fullmatch(version):
-        shown = version if len(version) <= 30 else version[:30] + "..."
-        raise InvalidInput(f"version '{shown}' is not a version of the repository; expected a positive "
-                           "integer such as 3, or nothing")
+        raise InvalidInput(f"version '{shown(version, 30)}' is not a version of the repository; expected a "
+                           "positive integer such as 3, or nothing")
     return version
 
 
@@ -124,9 +122,9 @@ class RepositoryScanner:
         if not files:
             return None
         if len(files) > 1:
-            shown = ", ".join(files[:3]) + (", ..." if len(files) > 3 else "")
+            listed = ", ".join(files[:3]) + (", ..." if len(files) > 3 else "")
             return VersionFile(version, f"{version}/", problem=f"version directory {version} holds "
-                               f"{len(files)} .h5 files ({shown}); expected one")
+                               f"{len(files)} .h5 files ({listed}); expected one")
         path = directory / files[0]
         return VersionFile(version, f"{version}/{files[0]}", path, Fingerprint.of(path))
 

@@ -15,7 +15,7 @@ from grpc_health.v1 import health, health_pb2
 
 from lstmserve.inference.v2 import grpc_predict_v2_pb2 as v2
 from lstmserve.inference.v2 import grpc_predict_v2_pb2_grpc as v2_grpc
-from lstmserve.server.errors import InvalidInput, ModelNotFound, ModelNotReady
+from lstmserve.server.errors import InvalidInput, ModelNotFound, ModelNotReady, shown
 from lstmserve.server.serving.heads import Mode
 from lstmserve.server.serving.registry import ModelRegistry, VersionState
 from lstmserve.server.transport import inference_v2_codec as codec
@@ -116,8 +116,7 @@ def _version_or_label(version: str) -> tuple[str, str]:
 
 def _check_repository(name: str) -> None:
     if name:
-        shown = name if len(name) <= 60 else name[:60] + "..."
-        raise ModelNotFound(f"no repository named '{shown}'; this server has one model repository: "
+        raise ModelNotFound(f"no repository named '{shown(name, 60)}'; this server has one model repository: "
                             "leave repository_name empty")
 
 
@@ -126,9 +125,9 @@ def _check_parameters(parameters, rpc: str, allowed: tuple[str, ...]) -> None:
     # already in its repository, so nothing that arrives over the network becomes a model.
     unknown = sorted(key for key in parameters if key not in allowed)
     if unknown:
-        shown = unknown[0] if len(unknown[0]) <= 60 else unknown[0][:60] + "..."
-        raise InvalidInput(f"{rpc} takes no parameter '{shown}' (accepted: {list(allowed) or 'none'}); "
-                           "lstmserve loads only the model files already in its repository")
+        raise InvalidInput(f"{rpc} takes no parameter '{shown(unknown[0], 60)}' (accepted: "
+                           f"{list(allowed) or 'none'}); lstmserve loads only the model files already in "
+                           "its repository")
 
 
 def add_to_server(server: grpc.aio.Server, registry: ModelRegistry,
