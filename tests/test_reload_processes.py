@@ -163,7 +163,7 @@ def test_fifty_load_and_unload_cycles_give_back_memory_and_threads(tmp_path, lar
     assert code == 0, log.read_text()[-3000:]
 
 
-def test_one_bad_model_stops_the_start_unless_keep_going(tmp_path, large):
+def test_one_bad_model_stops_the_start_unless_keep_going(tmp_path):
     good = modelzoo.constant(tmp_path / "good.h5", 7.0)
     hostile = modelzoo.lambda_layer(tmp_path / "hostile.h5")
     models = ["--model", f"good={good}", "--model", f"hostile={hostile}"]
@@ -186,10 +186,10 @@ def test_one_bad_model_stops_the_start_unless_keep_going(tmp_path, large):
             report = _models(address, "status", "hostile", "--json")
             (version,) = json.loads(report.stdout)[0]["versions"]
             assert version["state"] == "VERSION_STATE_FAILED" and "is a Lambda" in version["reason"]
-            put(root, "m", 2, large[2])  # a new version, found on SIGHUP (polling is off)
+            put(root, "m", 2, modelzoo.constant(tmp_path / "two.h5", 2.0))  # found on SIGHUP (no polling)
             os.kill(process.pid, signal.SIGHUP)
             wait_for(lambda: states(client, "m").get("2") == "AVAILABLE", 240, "version 2 after SIGHUP")
-            assert client.predict(LARGE_INPUT, model="m")[0, 0] == 2.0
+            assert client.predict(SMALL_INPUT, model="m")[0, 0] == 2.0
             text = _models(address, "unload", "m", "2").stdout
             assert text.startswith("m  (versions: latest:1)\n")
             assert _models(address, "status", "m").stdout.splitlines()[1].split()[:2] == ["2", "UNLOADED"]

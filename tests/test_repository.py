@@ -143,7 +143,7 @@ def test_a_corrupt_or_hostile_version_changes_nothing_until_it_is_fixed(serve, s
                  what="both new versions failed")
         assert "m/2/model.h5 is not a readable HDF5 file" in version_status(client, "m", "2").reason
         lambda_reason = version_status(client, "m", "3").reason
-        assert "Lambda 'lambda' is a Lambda, which carries Python" in lambda_reason
+        assert "Lambda 'double' is a Lambda, which carries Python" in lambda_reason
         assert str(tmp_path) not in lambda_reason  # paths as the repository sees them
         assert answer(client) == 1.0 and client.health(MODEL_HEALTH) == "SERVING"
         served.repository.rescan().result(60)  # unchanged: not tried again
