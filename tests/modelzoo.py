@@ -49,3 +49,29 @@ def reference(model_path: Path, *inputs: np.ndarray) -> list[np.ndarray]:
     outputs = model(list(inputs) if len(inputs) > 1 else inputs[0], training=False)
     outputs = outputs if isinstance(outputs, (list, tuple)) else [outputs]
     return [np.asarray(out) for out in outputs]
+
+
+def constant(path: Path, value: float, large: bool = False) -> Path:
+    """A model that answers `value` whatever its input (a zero Dense kernel, bias `value`): versions
+    whose answers tell them apart. Every value has the same architecture, so a new version compiles
+    nothing. `large`: a stacked LSTM on [20, 4] too large for the twin, run on XLA by its batcher's
+    thread; else one LSTM(4) step on [1, 1], served by the twin."""
+    keras.utils.set_random_seed(8)
+    if large:
+        layers = [keras.Input((20, 4)), keras.layers.LSTM(16, return_sequences=True),
+                  keras.layers.LSTM(16)]
+    else:
+        layers = [keras.Input((1, 1)), keras.layers.LSTM(4)]
+    model = keras.Sequential([*layers, keras.layers.Dense(1, name="out")])
+    dense = model.get_layer("out")
+    kernel, _ = dense.get_weights()
+    dense.set_weights([np.zeros_like(kernel), np.full((1,), value, np.float32)])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return save(model, path)
+
+
+def lambda_layer(path: Path) -> Path:
+    """A Lambda layer: Python bytecode in the file, refused unless code is allowed."""
+    model = keras.Sequential([keras.Input((1, 1)), keras.layers.Lambda(lambda x: x * 2, name="double"),
+                              keras.layers.LSTM(2), keras.layers.Dense(1)])
+    return save(model, path)

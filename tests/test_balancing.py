@@ -9,6 +9,7 @@ import pytest
 
 from lstmserve.client import AsyncClient, Client
 from lstmserve.server.loading.load import load_model
+from lstmserve.server.serving.registry import VersionState
 from lstmserve.v1 import stats_pb2 as spb
 from lstmserve.v1 import stats_pb2_grpc as spb_grpc
 
@@ -102,7 +103,7 @@ def test_the_async_client_spreads_calls_too(two_servers):
 def test_a_replica_still_loading_a_model_is_passed_over_by_retries(start_server, loaded_seed):
     # SERVING (so health checking lets calls through) yet loading "seed": every Predict is UNAVAILABLE.
     loading = start_server()
-    loading.registry.expect("seed")
+    loading.registry.note("seed", "1", VersionState.LOADING)
     ready = start_server(loaded_seed)
     before = requests_served(ready)
     with Client([f"127.0.0.1:{loading.port}", f"127.0.0.1:{ready.port}"]) as client:

@@ -37,4 +37,4 @@ def test_client_only_venv_calls_the_server(tmp_path, demo_server):
     assert result.stdout.strip() == "(5, 1)"
     cli = subprocess.run([str(venv / "bin" / "lstmserve"), "--help"], capture_output=True, text=True)
     commands = {line.split()[0] for line in cli.stdout.splitlines() if line.startswith("    ")}
-    assert commands == {"predict"}, cli.stdout
+    assert commands == {"models", "predict"}, cli.stdout

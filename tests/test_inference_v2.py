@@ -183,14 +183,14 @@ def test_metadata_of_an_unknown_model_is_not_found(stub):
     assert "no model named 'airline'" in caught.value.details()
 
 
-@pytest.mark.parametrize("rpc,request_type", [("RepositoryIndex", v2.RepositoryIndexRequest),
-                                              ("RepositoryModelLoad", v2.RepositoryModelLoadRequest),
-                                              ("RepositoryModelUnload", v2.RepositoryModelUnloadRequest)])
-def test_repository_extension_says_it_is_not_served_yet(stub, rpc, request_type):
+def test_repository_extension_lists_the_models_and_refuses_control_without_a_repository(stub):
+    index = stub.RepositoryIndex(v2.RepositoryIndexRequest(), timeout=30).models
+    assert sorted((m.name, m.version, m.state) for m in index) == [("classifier", "1", "READY"),
+                                                                   ("seed", "1", "READY")]
     with pytest.raises(grpc.RpcError) as caught:
-        getattr(stub, rpc)(request_type(), timeout=30)
-    assert caught.value.code() == grpc.StatusCode.UNIMPLEMENTED
-    assert f"the model repository extension ({rpc}) is not served yet" in caught.value.details()
+        stub.RepositoryModelLoad(v2.RepositoryModelLoadRequest(model_name="seed"), timeout=30)
+    assert caught.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert "this server has no model repository" in caught.value.details()
 
 
 def test_triton_rpcs_outside_the_contract_are_unimplemented(demo_server):

@@ -10,25 +10,29 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from lstmserve.client import Client
 from lstmserve.server.serving.registry import ModelRegistry
-from lstmserve.server.transport.server import create_server, load_in_background
+from lstmserve.server.serving.repository import Repository, RepositoryOptions
+from lstmserve.server.transport.server import create_server
 from lstmserve.v1 import model_pb2 as mpb
 
 pytestmark = pytest.mark.integration
 
 
-def test_health_is_not_serving_until_models_are_loaded_and_warm(loaded_seed):
-    running = create_server(ModelRegistry(), "127.0.0.1:0")
+def test_health_is_not_serving_until_models_are_loaded_and_warm(loaded_seed, seed_h5):
     release = threading.Event()
 
-    def slow_loader():
+    def slow_loader(path, name, version, **options):
         release.wait(30)
-        return loaded_seed
+        return loaded_seed  # session-wide: this server's registry is never closed
 
+    registry = ModelRegistry()
+    repository = Repository(registry, RepositoryOptions(files={"seed": seed_h5}), loader=slow_loader)
+    running = create_server(registry, "127.0.0.1:0")
     try:
-        load_in_background(running, ["seed"], [slow_loader], on_error=lambda *a: None)
+        repository.start().add_done_callback(lambda _: running.set_serving(True))
         with Client(f"127.0.0.1:{running.port}", timeout=10) as client:
             assert client.health() == "NOT_SERVING"
             assert client.health("lstmserve.v1.PredictionService") == "NOT_SERVING"
+            assert client.health("lstmserve.v1.PredictionService/seed") == "NOT_SERVING"
             with pytest.raises(Exception) as caught:
                 client.predict(np.zeros((1, 1, 1), np.float32))
             assert caught.value.code.name == "UNAVAILABLE"
@@ -39,9 +43,11 @@ def test_health_is_not_serving_until_models_are_loaded_and_warm(loaded_seed):
                     break
                 threading.Event().wait(0.05)
             assert client.health() == "SERVING"
+            assert client.health("lstmserve.v1.PredictionService/seed") == "SERVING"
             assert client.predict(np.zeros((1, 1, 1), np.float32)).shape == (1, 1)
     finally:
         release.set()
+        repository.stop()
         running.stop(None)
 
 

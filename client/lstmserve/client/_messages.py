@@ -9,28 +9,49 @@ import numpy as np
 
 from lstmserve.client.tensors import from_tensor, to_tensor
 from lstmserve.v1 import model_pb2 as mpb
+from lstmserve.v1 import model_service_pb2 as msp
 from lstmserve.v1 import prediction_service_pb2 as pb
 
 ArrayLike = Union[np.ndarray, list, float]
 Inputs = Union[ArrayLike, Mapping[str, ArrayLike]]
 Outputs = Union[np.ndarray, dict[str, np.ndarray]]
+Version = Union[str, int]
 
 SERVICE = "/lstmserve.v1.PredictionService/"
 HEALTH_CHECK = "/grpc.health.v1.Health/Check"
 HEALTH_STATUS = {0: "UNKNOWN", 1: "SERVING", 2: "NOT_SERVING", 3: "SERVICE_UNKNOWN"}
 
 
+def model_spec(model: str | None, version: Version | None = None, label: str | None = None) -> mpb.ModelSpec:
+    """A ModelSpec: a version by number or by label (the server refuses both), or neither for the
+    highest available one."""
+    return mpb.ModelSpec(name=model or "", version=_version(version), version_label=label or "")
+
+
 def predict_request(
-    inputs: Inputs, mode: int, model: str | None, version: str | None, prepared: bool
+    inputs: Inputs, mode: int, model: str | None, version: Version | None, prepared: bool,
+    label: str | None = None,
 ) -> pb.PredictRequest:
     """A PredictRequest; a bare array goes under the key "" that a single-input model accepts."""
     named = inputs if isinstance(inputs, Mapping) else {"": inputs}
     return pb.PredictRequest(
-        model=mpb.ModelSpec(name=model or "", version=version or ""),
+        model=model_spec(model, version, label),
         inputs={name: to_tensor(value) for name, value in named.items()},
         mode=mode,
         prepared=prepared,
     )
+
+
+def load_request(model: str, version: Version | None) -> msp.LoadModelRequest:
+    return msp.LoadModelRequest(name=model, version=_version(version))
+
+
+def unload_request(model: str, version: Version | None) -> msp.UnloadModelRequest:
+    return msp.UnloadModelRequest(name=model, version=_version(version))
+
+
+def _version(version: Version | None) -> str:
+    return "" if version is None else str(version)
 
 
 def read_outputs(response: pb.PredictResponse) -> Outputs:

@@ -9,9 +9,11 @@ import grpc
 
 from lstmserve.client import _messages as msg
 from lstmserve.client.channel import DEFAULT_TARGET, Pem, Target, channel_spec
-from lstmserve.client.client import DEFAULT_TIMEOUT_S
+from lstmserve.client.client import DEFAULT_TIMEOUT_S, LOAD_TIMEOUT_S
 from lstmserve.client.errors import LstmserveError
 from lstmserve.v1 import model_pb2 as mpb
+from lstmserve.v1 import model_service_pb2 as msp
+from lstmserve.v1 import model_service_pb2_grpc as msp_grpc
 from lstmserve.v1 import prediction_service_pb2 as pb
 from lstmserve.v1 import prediction_service_pb2_grpc as pb_grpc
 
@@ -37,37 +39,58 @@ class AsyncClient:
         self._metadata = spec.metadata
         self._channel = spec.open_aio()
         self._stub = pb_grpc.PredictionServiceStub(self._channel)
+        self._models = msp_grpc.ModelServiceStub(self._channel)
         self._health = self._channel.unary_unary(msg.HEALTH_CHECK)
 
     async def predict(self, x: msg.Inputs, *, model: str | None = None,
-                      version: str | None = None, prepared: bool = False,
-                      timeout: float | None = None) -> msg.Outputs:
-        response = await self._predict(x, mpb.PREDICTION_MODE_VALUES, model, version, prepared,
+                      version: msg.Version | None = None, label: str | None = None,
+                      prepared: bool = False, timeout: float | None = None) -> msg.Outputs:
+        response = await self._predict(x, mpb.PREDICTION_MODE_VALUES, model, version, label, prepared,
                                        timeout)
         return msg.read_outputs(response)
 
     async def predict_classes(self, x: msg.Inputs, *, labels: bool = False,
-                              model: str | None = None, version: str | None = None,
-                              prepared: bool = False, timeout: float | None = None) -> msg.Outputs:
-        response = await self._predict(x, mpb.PREDICTION_MODE_CLASSES, model, version, prepared,
+                              model: str | None = None, version: msg.Version | None = None,
+                              label: str | None = None, prepared: bool = False,
+                              timeout: float | None = None) -> msg.Outputs:
+        response = await self._predict(x, mpb.PREDICTION_MODE_CLASSES, model, version, label, prepared,
                                        timeout)
         return msg.read_labels(response) if labels else msg.read_outputs(response)
 
     async def predict_proba(self, x: msg.Inputs, *, model: str | None = None,
-                            version: str | None = None, prepared: bool = False,
-                            timeout: float | None = None) -> msg.Outputs:
-        response = await self._predict(x, mpb.PREDICTION_MODE_PROBABILITIES, model, version,
+                            version: msg.Version | None = None, label: str | None = None,
+                            prepared: bool = False, timeout: float | None = None) -> msg.Outputs:
+        response = await self._predict(x, mpb.PREDICTION_MODE_PROBABILITIES, model, version, label,
                                        prepared, timeout)
         return msg.read_outputs(response)
 
-    async def metadata(self, model: str | None = None, *, version: str | None = None,
-                       timeout: float | None = None) -> mpb.ModelMetadata:
-        spec = mpb.ModelSpec(name=model or self.model or "", version=version or "")
-        request = pb.GetModelMetadataRequest(model=spec)
+    async def metadata(self, model: str | None = None, *, version: msg.Version | None = None,
+                       label: str | None = None, timeout: float | None = None) -> mpb.ModelMetadata:
+        request = pb.GetModelMetadataRequest(model=msg.model_spec(model or self.model, version, label))
         return (await self._call(self._stub.GetModelMetadata, request, timeout)).metadata
 
     async def models(self, *, timeout: float | None = None) -> list[mpb.ModelMetadata]:
         response = await self._call(self._stub.ListModels, pb.ListModelsRequest(), timeout)
+        return list(response.models)
+
+    async def model_status(self, model: str | None = None, *,
+                           timeout: float | None = None) -> list[msp.ModelStatus]:
+        request = msp.GetModelStatusRequest(name=model or "")
+        return list((await self._call(self._models.GetModelStatus, request, timeout)).models)
+
+    async def load_model(self, model: str, version: msg.Version | None = None, *,
+                         timeout: float | None = None) -> msp.ModelStatus:
+        request = msg.load_request(model, version)
+        return (await self._call(self._models.LoadModel, request, timeout or LOAD_TIMEOUT_S)).status
+
+    async def unload_model(self, model: str, version: msg.Version | None = None, *,
+                           timeout: float | None = None) -> msp.ModelStatus:
+        request = msg.unload_request(model, version)
+        return (await self._call(self._models.UnloadModel, request, timeout)).status
+
+    async def reload_repository(self, *, timeout: float | None = None) -> list[msp.ModelStatus]:
+        request = msp.ReloadRepositoryRequest()
+        response = await self._call(self._models.ReloadRepository, request, timeout or LOAD_TIMEOUT_S)
         return list(response.models)
 
     async def health(self, service: str = "", *, timeout: float | None = None) -> str:
@@ -83,8 +106,8 @@ class AsyncClient:
     async def __aexit__(self, *exc_info: object) -> None:
         await self.close()
 
-    async def _predict(self, x, mode, model, version, prepared, timeout) -> pb.PredictResponse:
-        request = msg.predict_request(x, mode, model or self.model, version, prepared)
+    async def _predict(self, x, mode, model, version, label, prepared, timeout) -> pb.PredictResponse:
+        request = msg.predict_request(x, mode, model or self.model, version, prepared, label)
         return await self._call(self._stub.Predict, request, timeout)
 
     async def _call(self, method: Any, request: Any, timeout: float | None) -> Any:

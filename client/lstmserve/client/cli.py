@@ -36,22 +36,25 @@ def register_predict(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("data", nargs="?", help="input as JSON, e.g. '[[[0.1]],[[0.2]]]'")
     parser.add_argument("--file", type=Path, help="input from a .npy, .json or .csv file")
     parser.add_argument("--shape", help="reshape the input, e.g. 5,1,1")
-    parser.add_argument("--target", action="append", metavar="ADDRESS",
-                        help="server host:port or gRPC target such as dns:///name:port; repeat it to "
-                        "spread calls over several servers (default localhost:8500)")
     parser.add_argument("--model", help="model name (optional when the server holds one model)")
-    parser.add_argument("--version", help="model version (default: latest)")
+    parser.add_argument("--version", help="model version (default: the highest available)")
+    parser.add_argument("--label", help="model version by label, e.g. stable (from the model's config.json)")
     parser.add_argument("--mode", choices=MODES, default="values")
     parser.add_argument("--labels", action="store_true", help="classes mode: print label strings")
     parser.add_argument("--prepared", action="store_true",
                         help="input is already prepared; return the model's raw outputs")
     parser.add_argument("--dtype", default="float32", help="input dtype (default float32)")
-    parser.add_argument("--timeout", type=float, default=10.0, help="deadline in seconds")
-    _add_security_options(parser)
+    add_connection_options(parser, timeout=10.0)
     parser.set_defaults(run=run_predict)
 
 
-def _add_security_options(parser: argparse.ArgumentParser) -> None:
+def add_connection_options(parser: argparse.ArgumentParser, timeout: float) -> None:
+    """--target, --timeout, TLS and token: how a command reaches the server."""
+    parser.add_argument("--target", action="append", metavar="ADDRESS",
+                        help="server host:port or gRPC target such as dns:///name:port; repeat it to "
+                        "spread calls over several servers (default localhost:8500)")
+    parser.add_argument("--timeout", type=float, default=timeout,
+                        help=f"deadline in seconds (default {timeout:g})")
     parser.add_argument("--tls", action="store_true",
                         help="connect with TLS, trusting the system's roots unless --tls-ca is given")
     parser.add_argument("--tls-ca", type=Path, metavar="PEM",
@@ -63,7 +66,8 @@ def _add_security_options(parser: argparse.ArgumentParser) -> None:
                         "(default $LSTMSERVE_TOKEN, which other users cannot read in the process list)")
 
 
-def _client(args: argparse.Namespace) -> Client:
+def client_from_args(args: argparse.Namespace) -> Client:
+    """The Client that add_connection_options' flags describe; ValueError on bad TLS files or tokens."""
     targets = args.target or [DEFAULT_TARGET]
     return Client(targets[0] if len(targets) == 1 else targets, timeout=args.timeout, tls=args.tls,
                   root_certificates=args.tls_ca, client_cert=args.tls_cert, client_key=args.tls_key,
@@ -76,9 +80,10 @@ def run_predict(args: argparse.Namespace) -> int:
     except (OSError, ValueError, TypeError) as error:
         print(f"lstmserve predict: cannot read input: {error}", file=sys.stderr)
         return 2
-    options = {"model": args.model, "version": args.version, "prepared": args.prepared}
+    options = {"model": args.model, "version": args.version, "label": args.label,
+               "prepared": args.prepared}
     try:
-        client = _client(args)
+        client = client_from_args(args)
     except ValueError as error:
         print(f"lstmserve predict: {error}", file=sys.stderr)
         return 2

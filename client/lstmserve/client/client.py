@@ -11,10 +11,14 @@ from lstmserve.client import _messages as msg
 from lstmserve.client.channel import DEFAULT_TARGET, Pem, Target, channel_spec
 from lstmserve.client.errors import LstmserveError
 from lstmserve.v1 import model_pb2 as mpb
+from lstmserve.v1 import model_service_pb2 as msp
+from lstmserve.v1 import model_service_pb2_grpc as msp_grpc
 from lstmserve.v1 import prediction_service_pb2 as pb
 from lstmserve.v1 import prediction_service_pb2_grpc as pb_grpc
 
 DEFAULT_TIMEOUT_S = 10.0
+# Loading compiles and warms a model: seconds, a minute for a large one on a busy machine.
+LOAD_TIMEOUT_S = 300.0
 
 
 class Client:
@@ -46,41 +50,71 @@ class Client:
         self._metadata = spec.metadata
         self._channel = channel or spec.open()
         self._stub = pb_grpc.PredictionServiceStub(self._channel)
+        self._models = msp_grpc.ModelServiceStub(self._channel)
         self._health = self._channel.unary_unary(
             msg.HEALTH_CHECK, request_serializer=None, response_deserializer=None
         )
 
-    def predict(self, x: msg.Inputs, *, model: str | None = None, version: str | None = None,
-                prepared: bool = False, timeout: float | None = None) -> msg.Outputs:
-        """Keras `predict`: the model's outputs (in raw units when the model carries a preparation)."""
-        response = self._predict(x, mpb.PREDICTION_MODE_VALUES, model, version, prepared, timeout)
+    def predict(self, x: msg.Inputs, *, model: str | None = None, version: msg.Version | None = None,
+                label: str | None = None, prepared: bool = False,
+                timeout: float | None = None) -> msg.Outputs:
+        """Keras `predict`: the model's outputs (in raw units when the model carries a preparation).
+
+        `version` (a number) or `label` (a name the model's config.json gives a version, such as
+        "stable") picks a version; without either, the highest available one answers."""
+        response = self._predict(x, mpb.PREDICTION_MODE_VALUES, model, version, label, prepared, timeout)
         return msg.read_outputs(response)
 
     def predict_classes(self, x: msg.Inputs, *, labels: bool = False, model: str | None = None,
-                        version: str | None = None, prepared: bool = False,
-                        timeout: float | None = None) -> msg.Outputs:
+                        version: msg.Version | None = None, label: str | None = None,
+                        prepared: bool = False, timeout: float | None = None) -> msg.Outputs:
         """Keras's removed `predict_classes`: int64 class indices, or label strings with labels=True."""
-        response = self._predict(x, mpb.PREDICTION_MODE_CLASSES, model, version, prepared, timeout)
+        response = self._predict(x, mpb.PREDICTION_MODE_CLASSES, model, version, label, prepared, timeout)
         return msg.read_labels(response) if labels else msg.read_outputs(response)
 
-    def predict_proba(self, x: msg.Inputs, *, model: str | None = None, version: str | None = None,
-                      prepared: bool = False, timeout: float | None = None) -> msg.Outputs:
+    def predict_proba(self, x: msg.Inputs, *, model: str | None = None, version: msg.Version | None = None,
+                      label: str | None = None, prepared: bool = False,
+                      timeout: float | None = None) -> msg.Outputs:
         """Keras's removed `predict_proba`: class probabilities of a sigmoid or softmax output."""
         response = self._predict(
-            x, mpb.PREDICTION_MODE_PROBABILITIES, model, version, prepared, timeout
+            x, mpb.PREDICTION_MODE_PROBABILITIES, model, version, label, prepared, timeout
         )
         return msg.read_outputs(response)
 
-    def metadata(self, model: str | None = None, *, version: str | None = None,
-                 timeout: float | None = None) -> mpb.ModelMetadata:
+    def metadata(self, model: str | None = None, *, version: msg.Version | None = None,
+                 label: str | None = None, timeout: float | None = None) -> mpb.ModelMetadata:
         """Signature, task, modes, labels, preparation and provenance of one model."""
-        spec = mpb.ModelSpec(name=model or self.model or "", version=version or "")
-        request = pb.GetModelMetadataRequest(model=spec)
+        request = pb.GetModelMetadataRequest(model=msg.model_spec(model or self.model, version, label))
         return self._call(self._stub.GetModelMetadata, request, timeout).metadata
 
     def models(self, *, timeout: float | None = None) -> list[mpb.ModelMetadata]:
         """Metadata of every model the server holds."""
         return list(self._call(self._stub.ListModels, pb.ListModelsRequest(), timeout).models)
+
+    def model_status(self, model: str | None = None, *,
+                     timeout: float | None = None) -> list[msp.ModelStatus]:
+        """Every version of one model (of every model without a name): LOADING, AVAILABLE, UNLOADING,
+        FAILED or UNLOADED, with the reason."""
+        request = msp.GetModelStatusRequest(name=model or "")
+        return list(self._call(self._models.GetModelStatus, request, timeout).models)
+
+    def load_model(self, model: str, version: msg.Version | None = None, *,
+                   timeout: float | None = None) -> msp.ModelStatus:
+        """Serve a version that is in the server's repository (what its version policy selects, without
+        one), waiting until it is loaded and warm (deadline LOAD_TIMEOUT_S unless `timeout`)."""
+        request = msg.load_request(model, version)
+        return self._call(self._models.LoadModel, request, timeout or LOAD_TIMEOUT_S).status
+
+    def unload_model(self, model: str, version: msg.Version | None = None, *,
+                     timeout: float | None = None) -> msp.ModelStatus:
+        """Stop serving a version (every version, without one); calls it already has finish on it."""
+        request = msg.unload_request(model, version)
+        return self._call(self._models.UnloadModel, request, timeout).status
+
+    def reload_repository(self, *, timeout: float | None = None) -> list[msp.ModelStatus]:
+        """Have the server scan its repository now and wait for the loads that starts."""
+        request = msp.ReloadRepositoryRequest()
+        return list(self._call(self._models.ReloadRepository, request, timeout or LOAD_TIMEOUT_S).models)
 
     def health(self, service: str = "", *, timeout: float | None = None) -> str:
         """The standard grpc.health.v1 status: 'SERVING', 'NOT_SERVING', ..."""
@@ -96,8 +130,8 @@ class Client:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
-    def _predict(self, x, mode, model, version, prepared, timeout) -> pb.PredictResponse:
-        request = msg.predict_request(x, mode, model or self.model, version, prepared)
+    def _predict(self, x, mode, model, version, label, prepared, timeout) -> pb.PredictResponse:
+        request = msg.predict_request(x, mode, model or self.model, version, prepared, label)
         return self._call(self._stub.Predict, request, timeout)
 
     def _call(self, method: Callable[..., Any], request: Any, timeout: float | None) -> Any:

@@ -29,12 +29,14 @@ TASK_KIND_REGRESSION: TaskKind
 TASK_KIND_CLASSIFICATION: TaskKind
 
 class ModelSpec(_message.Message):
-    __slots__ = ("name", "version")
+    __slots__ = ("name", "version", "version_label")
     NAME_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
+    VERSION_LABEL_FIELD_NUMBER: _ClassVar[int]
     name: str
     version: str
-    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ...) -> None: ...
+    version_label: str
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., version_label: _Optional[str] = ...) -> None: ...
 
 class OutputSpec(_message.Message):
     __slots__ = ("tensor", "activation", "supported_modes", "class_labels")

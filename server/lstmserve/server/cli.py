@@ -9,7 +9,7 @@ import logging
 import signal
 import sys
 import threading
-import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -20,9 +20,10 @@ log = logging.getLogger("lstmserve.server")
 def register_serve(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser("serve", help="serve .h5 models over gRPC",
                                  description="Load .h5 models and answer gRPC predictions.")
-    parser.add_argument("--model", action="append", required=True, metavar="[NAME=]PATH",
+    parser.add_argument("--model", action="append", default=[], metavar="[NAME=]PATH",
                         help="model file to serve (repeatable); the name defaults to the file stem")
     parser.add_argument("--name", help="name of the model when one --model is given")
+    _add_repository_options(parser)
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (0.0.0.0 for all)")
     parser.add_argument("--port", type=int, default=8500, help="port (0 picks a free one)")
     parser.add_argument("--workers", type=int, default=32,
@@ -75,11 +76,11 @@ def _add_operations_options(parser: argparse.ArgumentParser) -> None:
                         "say; needs lstmserve-server[otel]")
 
 
-def _observer(args: argparse.Namespace, registry):
+def _observer(args: argparse.Namespace, models):
     """Metrics and access log as the flags ask; the metrics port is bound here, before models load."""
     from lstmserve.server.transport.metrics import Metrics
     from lstmserve.server.transport.observe import Observer, access_logger
-    metrics = Metrics(registry.loaded) if args.metrics_port else None
+    metrics = Metrics(models) if args.metrics_port else None
     if metrics is not None:
         host = args.metrics_host or args.host
         try:
@@ -159,22 +160,106 @@ def _add_load_options(parser: argparse.ArgumentParser) -> None:
                         "TensorFlow's and Keras's own lines")
 
 
+def _add_repository_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model-dir", type=Path, metavar="DIR",
+                        help="model repository to serve and watch: DIR/NAME/VERSION/<file>.h5, VERSION a "
+                        "positive integer, optional DIR/NAME/config.json")
+    parser.add_argument("--poll-seconds", type=float, default=5.0,
+                        help="how often DIR is scanned for new, changed and removed versions (0: only at "
+                        "start, on SIGHUP and on ReloadRepository)")
+    parser.add_argument("--no-model-control", action="store_true",
+                        help="refuse ModelService's LoadModel, UnloadModel and ReloadRepository (and V2's "
+                        "repository load and unload) with PERMISSION_DENIED")
+    parser.add_argument("--keep-going", action="store_true",
+                        help="serve the models that load even when others fail at start (they show as "
+                        "FAILED in the model status); by default the server exits")
+    parser.add_argument("--max-versions", type=int, default=8,
+                        help="most versions of one model served at once (version policy, labels and "
+                        "LoadModel together)")
+    parser.add_argument("--drain-seconds", type=float, default=30.0,
+                        help="how long a version out of service waits for its calls and sessions before "
+                        "it is closed anyway")
+    parser.add_argument("--trust-model-config", action="store_true",
+                        help="let a model's config.json set allow_code and custom_objects (code runs with "
+                        "the server's rights: only for a repository that only the operator can write)")
+
+
+def _model_repository(args: argparse.Namespace, metrics=None):
+    """The registry's repository (the --model files and --model-dir) and what ModelService may do."""
+    from lstmserve.server.errors import InvalidInput
+    from lstmserve.server.serving.model_config import ModelSettings
+    from lstmserve.server.serving.registry import ModelRegistry
+    from lstmserve.server.serving.repository import Repository, RepositoryOptions
+    from lstmserve.server.serving.repository_files import check_name
+    from lstmserve.server.transport.model_service import ModelControl
+
+    named = _named_paths(args.model, args.name)
+    if not named and args.model_dir is None:
+        raise ValueError("nothing to serve: give --model-dir DIR, --model PATH, or both")
+    if args.model_dir is not None and not args.model_dir.is_dir():
+        raise ValueError(f"--model-dir {args.model_dir} is not a directory")
+    root = args.model_dir.resolve() if args.model_dir is not None else None
+    if args.poll_seconds < 0 or args.drain_seconds < 0 or args.max_versions < 1:
+        raise ValueError("--poll-seconds and --drain-seconds are at least 0, --max-versions at least 1")
+    try:
+        files = {check_name(name): path for name, path in named}
+    except InvalidInput as error:
+        raise ValueError(f"--model: {error}; give it a plain name with NAME=PATH") from None
+    _load_options(args)  # imports the --custom-objects modules now: a missing one stops the start
+    defaults = ModelSettings(batching=args.engine.batching, custom_objects=tuple(args.custom_objects),
+                             allow_code=args.allow_code)
+    options = RepositoryOptions(root=root, files=files, defaults=defaults, engine=args.engine,
+                                limits=_file_limits(args), poll_seconds=args.poll_seconds,
+                                max_versions=args.max_versions, trust_config=args.trust_model_config)
+    if metrics is not None:
+        options = replace(options, observe_load=metrics.observe_load,
+                          count_load_failure=metrics.count_load_failure)
+    repository = Repository(ModelRegistry(drain_seconds=args.drain_seconds), options)
+    return repository, ModelControl(repository, enabled=not args.no_model_control)
+
+
+def _start_models(running, repository, keep_going: bool) -> threading.Event:
+    """Load everything in the background; SERVING once done. A failure at start stops the server (set
+    on the returned event) unless --keep-going, which serves the rest."""
+    failed = threading.Event()
+
+    def started(future) -> None:
+        failures = future.result()
+        if failures and not keep_going:
+            log.error("%d model version(s) failed to load at start; stopping (--keep-going serves the "
+                      "others)", len(failures))
+            failed.set()
+            return
+        if failures:
+            log.warning("serving without %d model version(s) that failed to load (--keep-going); they "
+                        "show as FAILED in the model status", len(failures))
+        running.set_serving(True)
+        log.info("SERVING: every model given at start is loaded and warm")
+
+    repository.start().add_done_callback(started)
+    return failed
+
+
+def _rescan_on_sighup(repository) -> None:
+    # The handler only queues a scan (SimpleQueue.put is safe in a signal handler); the repository's
+    # own thread does the work.
+    signal.signal(signal.SIGHUP, lambda *_: repository.rescan())
+
+
 def run_serve(args: argparse.Namespace) -> int:
     from lstmserve.server.process import configure_logging, tune_for_serving
     configure_logging(args.log_level or "info", json_lines=args.log_format == "json")
     from lstmserve.server.errors import ModelLoadError
-    from lstmserve.server.serving.registry import ModelRegistry
-    from lstmserve.server.transport.server import create_server, load_in_background
+    from lstmserve.server.transport.server import create_server
 
     try:
-        named = _named_paths(args.model, args.name)
-        options = _load_options(args)
         args.engine = _engine_config(args)
-        registry = ModelRegistry()
-        observer = _observer(args, registry)
+        repository = None  # the metrics read its registry when scraped, after it exists
+        observer = _observer(args, lambda: repository.registry.loaded() if repository else [])
+        repository, control = _model_repository(args, observer.metrics)
         security = _security(args, observer)
-        running = create_server(registry, _address(args.host, args.port), args.workers, observer=observer,
-                                **security)
+        running = create_server(repository.registry, _address(args.host, args.port), args.workers,
+                                control=control, observer=observer, **security)
     except (ValueError, ModelLoadError, OSError, RuntimeError) as error:
         print(f"lstmserve serve: {error}", file=sys.stderr)
         return 2
@@ -183,17 +268,11 @@ def run_serve(args: argparse.Namespace) -> int:
         log.warning("%s", warning)
     tune_for_serving()
     log.info("listening on %s:%d (NOT_SERVING until models are loaded)", args.host, running.port)
-    failed = threading.Event()
-
-    def on_error(name: str, error: ModelLoadError) -> None:
-        log.error("cannot load model '%s': %s", name, error)
-        if observer.metrics is not None:
-            observer.metrics.count_load_failure(name)
-        failed.set()
-
-    loaders = [_loader(path, name, options, args, observer.metrics) for name, path in named]
-    load_in_background(running, [name for name, _ in named], loaders, on_error)
-    return _wait_for_stop(running, failed)
+    failed = _start_models(running, repository, args.keep_going)
+    _rescan_on_sighup(repository)
+    code = _wait_for_stop(running, failed)
+    repository.close()
+    return code
 
 
 def _address(host: str, port: int) -> str:
@@ -210,22 +289,6 @@ def _wait_for_stop(running, failed: threading.Event) -> int:
     log.info("stopping")
     running.stop(grace=5)
     return 1 if failed.is_set() else 0
-
-
-def _loader(path: Path, name: str, options, args, metrics):
-    from lstmserve.server.loading.load import load_model
-
-    def load():
-        started = time.perf_counter()
-        model = load_model(path, name, options=options, engine=args.engine,
-                           limits=_file_limits(args))
-        seconds = time.perf_counter() - started
-        if metrics is not None:
-            metrics.observe_load(name, seconds)
-        log.info("model '%s' v%s loaded from %s in %.1f s: inputs %s", name, model.version, path, seconds,
-                 [spec.describe() for spec in model.inputs])
-        return model
-    return load
 
 
 def run_inspect(args: argparse.Namespace) -> int:

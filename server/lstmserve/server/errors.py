@@ -1,6 +1,12 @@
 """Domain errors of the server. They know nothing of gRPC; transport/status.py maps each to a status."""
 
 
+def shown(text: str, limit: int = 100) -> str:
+    """A caller's string as an error message repeats it: at most `limit` characters of it, so a huge
+    name cannot swell the answer past what a client accepts."""
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+
+
 class ServingError(Exception):
     """Base of every error whose message is meant for the caller."""
 
@@ -31,6 +37,14 @@ class ModelFailed(ServingError):
 
 class ModelLoadError(ServingError):
     """A model file could not be loaded."""
+
+
+class ModelConfigError(ModelLoadError):
+    """A model's config.json in the repository is malformed or asks for what the server does not allow."""
+
+
+class ControlDisabled(ServingError):
+    """A call asked to load or unload models on a server whose model control is off."""
 
 
 class UnsafeModelError(ModelLoadError):

@@ -41,6 +41,14 @@ def register_bench(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--tf-threads", type=int, default=1,
                         help="TensorFlow intra- and inter-op threads of the server and the baseline alike "
                         "(default 1; 0: TensorFlow's default of one per core)")
+    parser.add_argument("--scenario", choices=("sweep", "reload"), default="sweep",
+                        help="sweep: the concurrency sweep against the limits (default); reload: new "
+                        "versions landing in a served repository under load (bench/reload.py)")
+    parser.add_argument("--callers", type=int, default=16, help="reload: closed-loop callers")
+    parser.add_argument("--versions", type=int, default=3, help="reload: new versions that land")
+    parser.add_argument("--quiet-seconds", type=float, default=10.0,
+                        help="reload: the phase without reloads the latencies are compared with")
+    parser.add_argument("--poll-seconds", type=float, default=1.0, help="reload: the server's poll")
     parser.set_defaults(run=run_bench)
 
 
@@ -53,6 +61,8 @@ def run_bench(args: argparse.Namespace) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     results = {"machine": _machine(), "settings": settings, "models": {}}
     env = _child_env(args.tf_threads)
+    if args.scenario == "reload":
+        return _run_reload(args, env)
     try:
         paths = _build_models(args.models, args.out / "models", env)
         for name in args.models:
@@ -82,6 +92,18 @@ def _bench_observability(settings: dict, env: dict, out: Path) -> dict:
     result = observability.bench_observability(path, settings, env, folder, request)
     print(observability.table(result), flush=True)
     return result
+
+
+def _run_reload(args: argparse.Namespace, env: dict) -> int:
+    from lstmserve.server.bench import reload
+    settings = {"callers": args.callers, "versions": args.versions, "quiet_s": args.quiet_seconds,
+                "poll_seconds": args.poll_seconds, "tf_threads": args.tf_threads, "machine": _machine()}
+    try:
+        reload.run(args, settings, env, _build_models(args.models, args.out / "models", env))
+    except (RuntimeError, TimeoutError, OSError) as error:
+        print(f"lstmserve bench: {error}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def _write(results: dict, out: Path) -> int:

@@ -27,9 +27,16 @@ def python(module: str, *args: str) -> list[str]:
 
 @contextmanager
 def real_server(model: str, path: Path, options: list[str], env: dict, log: Path) -> Iterator[str]:
-    """`lstmserve serve` on a free port; yields its address once health says SERVING."""
-    command = python("lstmserve.client.cli", "serve", "--metrics-port", "0", "--model", f"{model}={path}",
-                     "--host", "127.0.0.1", "--port", "0", *options)
+    """`lstmserve serve` of one model file on a free port; yields its address once SERVING."""
+    with serve(["--model", f"{model}={path}", *options], env, log) as address:
+        yield address
+
+
+@contextmanager
+def serve(arguments: list[str], env: dict, log: Path) -> Iterator[str]:
+    """`lstmserve serve ARGUMENTS` on a free port; yields its address once health says SERVING."""
+    command = python("lstmserve.client.cli", "serve", "--metrics-port", "0", *arguments,
+                     "--host", "127.0.0.1", "--port", "0")
     with open(log, "w") as sink:
         child = subprocess.Popen(command, env=env, stdout=sink, stderr=subprocess.STDOUT)
         try:

@@ -1,11 +1,12 @@
-"""Builds the gRPC server: prediction and stats services (guarded handlers), standard health, reflection."""
+"""Builds the gRPC server: prediction, stats and model services (guarded handlers), standard health
+(for the server and for each model), reflection."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent import futures
 from dataclasses import dataclass
 
@@ -13,13 +14,13 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from lstmserve.server.errors import ModelLoadError
-from lstmserve.server.serving.model import LoadedModel
 from lstmserve.server.serving.registry import ModelRegistry
-from lstmserve.server.transport import inference_v2
+from lstmserve.server.transport import inference_v2, model_service
+from lstmserve.server.transport.model_service import ModelControl, ModelServicer
 from lstmserve.server.transport.observe import NULL_OBSERVER, Observer
 from lstmserve.server.transport.servicer import PredictionServicer
 from lstmserve.server.transport.stats import StatsServicer
+from lstmserve.v1 import model_service_pb2_grpc as msp_grpc
 from lstmserve.v1 import prediction_service_pb2 as pb
 from lstmserve.v1 import prediction_service_pb2_grpc as pb_grpc
 from lstmserve.v1 import stats_pb2 as spb
@@ -30,11 +31,16 @@ log = logging.getLogger(__name__)
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["PredictionService"].full_name
 STATS_SERVICE_NAME = spb.DESCRIPTOR.services_by_name["StatsService"].full_name
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+NO_CONTROL = ModelControl()  # no repository: ModelService reports status and refuses the rest
 
 
 @dataclass
 class RunningServer:
-    """A grpc.aio server running on its own event-loop thread, driven from ordinary threads."""
+    """A grpc.aio server running on its own event-loop thread, driven from ordinary threads.
+
+    Health answers for "" and SERVICE_NAME (the server: SERVING once `set_serving(True)`), and for
+    SERVICE_NAME/NAME per model: SERVING while the server is and that model has an AVAILABLE version.
+    """
 
     server: grpc.aio.Server
     port: int
@@ -42,12 +48,11 @@ class RunningServer:
     health: health.aio.HealthServicer
     loop: asyncio.AbstractEventLoop
     thread: threading.Thread
+    serving: bool = False
 
     def set_serving(self, serving: bool) -> None:
-        status = (health_pb2.HealthCheckResponse.SERVING if serving
-                  else health_pb2.HealthCheckResponse.NOT_SERVING)
-        for service in ("", SERVICE_NAME):
-            self._call(self.health.set(service, status))
+        self.serving = serving
+        self._call(self._publish_health())
 
     def stop(self, grace: float | None = None) -> None:
         if self.loop.is_closed():
@@ -58,20 +63,48 @@ class RunningServer:
         self.thread.join(timeout=30)
         self.loop.close()
 
+    def model_changed(self, name: str) -> None:
+        """The registry's listener (any thread): publish that model's health on the loop."""
+        try:
+            asyncio.run_coroutine_threadsafe(self._publish_model(name), self.loop)
+        except RuntimeError:  # the loop has closed: the server is gone, nobody asks any more
+            pass
+
+    async def _publish_health(self) -> None:
+        status = _status(self.serving)
+        for service in ("", SERVICE_NAME):
+            await self.health.set(service, status)
+        for name in self.registry.names():
+            await self._publish_model(name)
+
+    async def _publish_model(self, name: str) -> None:
+        serving = self.serving and self.registry.available(name)
+        await self.health.set(model_health_name(name), _status(serving))
+
     def _call(self, coroutine, timeout: float = 30):
         return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout)
+
+
+def model_health_name(name: str) -> str:
+    """The grpc.health.v1 service name of one model, as a Kubernetes probe names it."""
+    return f"{SERVICE_NAME}/{name}"
+
+
+def _status(serving: bool) -> int:
+    return health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
 
 
 def create_server(registry: ModelRegistry, address: str = "127.0.0.1:0", workers: int = 32, *,
                   credentials: grpc.ServerCredentials | None = None,
                   interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
-                  observer: Observer = NULL_OBSERVER) -> RunningServer:
+                  control: ModelControl = NO_CONTROL, observer: Observer = NULL_OBSERVER) -> RunningServer:
     """A started server on `address` (port 0 picks a free port), NOT_SERVING until told otherwise.
 
     One event loop answers every call (no thread per call, so no contention for the interpreter lock
     between calls); models run on their batchers' threads (tiny compiled twins in place). `workers`
     threads serve any handler that is not a coroutine. `credentials` (transport.auth.server_credentials)
     make the port TLS only; `interceptors` see every call (transport.auth.TokenAuthInterceptor);
+    `control` is what ModelService's load, unload and rescan reach (none: they are refused).
     `observer` (transport.observe) counts and logs every call the servicers answer.
     """
     loop = asyncio.new_event_loop()
@@ -79,18 +112,21 @@ def create_server(registry: ModelRegistry, address: str = "127.0.0.1:0", workers
     thread.start()
     try:
         server, port, health_servicer = asyncio.run_coroutine_threadsafe(
-            _start(registry, address, workers, credentials, tuple(interceptors), observer), loop).result(60)
+            _start(registry, address, workers, credentials, tuple(interceptors), control, observer),
+            loop).result(60)
     except BaseException:
         loop.call_soon_threadsafe(loop.stop)
         thread.join(timeout=30)
         raise
     running = RunningServer(server, port, registry, health_servicer, loop, thread)
+    registry.subscribe(running.model_changed)
     running.set_serving(False)
     return running
 
 
 async def _start(registry: ModelRegistry, address: str, workers: int,
-                 credentials: grpc.ServerCredentials | None, interceptors: tuple, observer: Observer):
+                 credentials: grpc.ServerCredentials | None, interceptors: tuple, control: ModelControl,
+                 observer: Observer):
     server = grpc.aio.server(
         futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="rpc"),
         interceptors=interceptors,
@@ -99,15 +135,18 @@ async def _start(registry: ModelRegistry, address: str, workers: int,
                  ("grpc.so_reuseport", 0)],
     )
     prediction, stats = PredictionServicer(registry), StatsServicer(registry)
-    prediction.observer = stats.observer = observer
+    models = ModelServicer(registry, control)
+    prediction.observer = stats.observer = models.observer = observer
     pb_grpc.add_PredictionServiceServicer_to_server(prediction, server)
     spb_grpc.add_StatsServiceServicer_to_server(stats, server)
+    msp_grpc.add_ModelServiceServicer_to_server(models, server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     # The Open Inference Protocol (KServe V2) on the same port, over the same registry.
-    inference_v2.add_to_server(server, registry, health_servicer, observer)
+    inference_v2.add_to_server(server, registry, health_servicer, control, observer)
     reflection.enable_server_reflection(
-        (SERVICE_NAME, STATS_SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+        (SERVICE_NAME, STATS_SERVICE_NAME, model_service.SERVICE_NAME,
+         health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
          inference_v2.SERVICE_NAME, reflection.SERVICE_NAME), server)
     try:
         port = (server.add_secure_port(address, credentials) if credentials is not None
@@ -118,25 +157,3 @@ async def _start(registry: ModelRegistry, address: str, workers: int,
         raise OSError(f"cannot listen on {address}")
     await server.start()
     return server, port, health_servicer
-
-
-def load_in_background(running: RunningServer, names: Sequence[str],
-                       loaders: Sequence[Callable[[], LoadedModel]],
-                       on_error: Callable[[str, ModelLoadError], None]) -> threading.Thread:
-    """Load (and warm) every model, then report SERVING; a failed load is reported, not fatal here."""
-    for name in names:
-        running.registry.expect(name)
-
-    def load_all() -> None:
-        for name, loader in zip(names, loaders):
-            try:
-                running.registry.add(loader())
-            except ModelLoadError as error:
-                running.registry.forget(name)
-                on_error(name, error)
-                return
-        running.set_serving(True)
-
-    thread = threading.Thread(target=load_all, name="model-loader", daemon=True)
-    thread.start()
-    return thread

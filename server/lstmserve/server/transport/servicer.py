@@ -21,20 +21,24 @@ class PredictionServicer(pb_grpc.PredictionServiceServicer, ObservedServicer):
 
     @guarded
     async def Predict(self, request: pb.PredictRequest, context) -> pb.PredictResponse:
-        model = self.registry.get(request.model.name, request.model.version)
-        mode = converters.mode_from_wire(request.mode)
-        with stage("decode"):
-            inputs = converters.inputs_from_wire(request)
-        note_call(model.name, model.version, mode.value, converters.rows_of(inputs))
-        with engine_stages():
-            prediction = await model.predict_async(inputs, mode, prepared=request.prepared)
+        spec = request.model
+        # The lease keeps this version open until the call is answered, even if a reload takes it
+        # out of service meanwhile.
+        with self.registry.lease(spec.name, spec.version, spec.version_label) as model:
+            mode = converters.mode_from_wire(request.mode)
+            with stage("decode"):
+                inputs = converters.inputs_from_wire(request)
+            note_call(model.name, model.version, mode.value, converters.rows_of(inputs))
+            with engine_stages():
+                prediction = await model.predict_async(inputs, mode, prepared=request.prepared)
         with stage("encode"):
             return converters.prediction_to_wire(model, prediction)
 
     @guarded
     async def GetModelMetadata(self, request: pb.GetModelMetadataRequest,
                          context) -> pb.GetModelMetadataResponse:
-        model = self.registry.get(request.model.name, request.model.version)
+        spec = request.model
+        model = self.registry.get(spec.name, spec.version, spec.version_label)
         note_call(model.name, model.version)
         return pb.GetModelMetadataResponse(metadata=converters.metadata_to_wire(model))
 

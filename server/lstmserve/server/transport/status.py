@@ -25,6 +25,7 @@ STATUS_BY_ERROR: dict[type[Exception], grpc.StatusCode] = {
     errors.ModelNotReady: grpc.StatusCode.UNAVAILABLE,
     errors.Overloaded: grpc.StatusCode.RESOURCE_EXHAUSTED,
     errors.ModelLoadError: grpc.StatusCode.FAILED_PRECONDITION,
+    errors.ControlDisabled: grpc.StatusCode.PERMISSION_DENIED,
     errors.ModelFailed: grpc.StatusCode.INTERNAL,
 }
 
