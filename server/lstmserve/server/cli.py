@@ -106,17 +106,30 @@ def _add_load_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--allow-code", action="store_true",
                         help="trust Lambda layers (they run Python code stored in the file)")
     parser.add_argument("--no-xla", action="store_true", help="trace without XLA compilation")
+    parser.add_argument("--compilation-cache", type=Path, metavar="DIR",
+                        help="keep XLA's compiled buckets under DIR and load them from there on the next "
+                        "start (a restart or another replica on the same TensorFlow and processor); off "
+                        "by default. DIR holds machine code the server runs: give it to this user alone")
     parser.add_argument("--log-level", choices=("debug", "info", "warning", "error"), default=None,
                         help="lstmserve's log level (serve: info, inspect: warning); debug also shows "
                         "TensorFlow's and Keras's own lines")
 
 
 def run_serve(args: argparse.Namespace) -> int:
+    from lstmserve.server.phases import Phases, since_process_start
+    startup = Phases()
+    startup.seconds["interpreter and command line"] = since_process_start()
     from lstmserve.server.process import configure_logging, tune_for_serving
     configure_logging(args.log_level or "info")
-    from lstmserve.server.errors import ModelLoadError
-    from lstmserve.server.serving.registry import ModelRegistry
-    from lstmserve.server.transport.server import create_server, load_in_background
+    try:
+        _prepare_tensorflow(args, startup)
+    except (ValueError, OSError, RuntimeError) as error:
+        print(f"lstmserve serve: {error}", file=sys.stderr)
+        return 2
+    with startup.time("import lstmserve, grpc"):
+        from lstmserve.server.errors import ModelLoadError
+        from lstmserve.server.serving.registry import ModelRegistry
+        from lstmserve.server.transport.server import create_server, load_in_background
 
     try:
         named = _named_paths(args.model, args.name)
@@ -138,9 +151,31 @@ def run_serve(args: argparse.Namespace) -> int:
         log.error("cannot load model '%s': %s", name, error)
         failed.set()
 
-    loaders = [_loader(path, name, options, args) for name, path in named]
-    load_in_background(running, [name for name, _ in named], loaders, on_error)
+    loaders = [_loader(path, name, options, args, startup) for name, path in named]
+    loading = load_in_background(running, [name for name, _ in named], loaders, on_error)
+    threading.Thread(target=_log_startup, args=(loading, failed, startup), name="startup-log",
+                     daemon=True).start()
     return _wait_for_stop(running, failed)
+
+
+def _prepare_tensorflow(args: argparse.Namespace, startup) -> None:
+    """What TensorFlow reads once (the compilation cache), then TensorFlow and Keras themselves."""
+    from lstmserve.server.process import import_keras, require_tensorflow, use_compilation_cache
+    require_tensorflow()
+    if args.compilation_cache is not None:
+        folder = use_compilation_cache(args.compilation_cache)
+        log.info("XLA compilation cache: %s", folder)
+    with startup.time("import tensorflow, keras"):
+        import_keras()
+
+
+def _log_startup(loading: threading.Thread, failed: threading.Event, startup) -> None:
+    """One line once every model is loaded: seconds from process start to SERVING, phase by phase."""
+    loading.join()
+    if failed.is_set():
+        return
+    from lstmserve.server.phases import since_process_start
+    log.info("SERVING %.2f s after the process started: %s", since_process_start(), startup.describe())
 
 
 def _address(host: str, port: int) -> str:
@@ -159,20 +194,29 @@ def _wait_for_stop(running, failed: threading.Event) -> int:
     return 1 if failed.is_set() else 0
 
 
-def _loader(path: Path, name: str, options, args):
+def _loader(path: Path, name: str, options, args, startup):
     from lstmserve.server.loading.load import load_model
+    from lstmserve.server.phases import recording
 
     def load():
-        model = load_model(path, name, options=options, engine=args.engine)
-        log.info("model '%s' v%s loaded from %s: inputs %s", name, model.version, path,
+        with recording() as phases, startup.time(f"model '{name}'"):
+            model = load_model(path, name, options=options, engine=args.engine)
+        log.info("model '%s' v%s loaded from %s in %.2f s (%s): inputs %s", name, model.version, path,
+                 startup.seconds[f"model '{name}'"], phases.describe(),
                  [spec.describe() for spec in model.inputs])
         return model
     return load
 
 
 def run_inspect(args: argparse.Namespace) -> int:
+    from lstmserve.server.phases import Phases
     from lstmserve.server.process import configure_logging
     configure_logging(args.log_level or "warning")
+    try:
+        _prepare_tensorflow(args, Phases())
+    except (ValueError, OSError, RuntimeError) as error:
+        print(f"lstmserve inspect: {error}", file=sys.stderr)
+        return 2
     from lstmserve.server.engine.base import EngineConfig
     from lstmserve.server.errors import ServingError
     from lstmserve.server.loading.load import load_model

@@ -22,6 +22,7 @@ from lstmserve.server.errors import ModelLoadError
 from lstmserve.server.loading.build import LoadOptions, build_keras_model
 from lstmserve.server.loading.compat import file_layers, written_by
 from lstmserve.server.loading.modelfile import DEFAULT_LIMITS, FileLimits, ModelFile, read_model_file
+from lstmserve.server.phases import phase
 from lstmserve.server.serving.heads import PROBABILISTIC, OutputHead
 from lstmserve.server.serving.model import LoadedModel, ModelSource
 from lstmserve.server.specs import TensorSpec
@@ -50,8 +51,10 @@ def load_model(path: str | Path, name: str | None = None, version: str = "1",
 
 def _load(path: Path, name: str, version: str, options: LoadOptions, engine_config: EngineConfig,
           limits: FileLimits) -> LoadedModel:
-    model_file = read_model_file(path, limits)
-    keras_model, steps = build_keras_model(model_file, options)
+    with phase("read"):
+        model_file = read_model_file(path, limits)
+    with phase("build"):
+        keras_model, steps = build_keras_model(model_file, options)
     inputs = tuple(TensorSpec(t.name, np.dtype(t.dtype), tuple(t.shape)) for t in keras_model.inputs)
     heads = tuple(_heads(keras_model, model_file.serving.get("labels") or {}))
     preparation = _preparation(model_file)
