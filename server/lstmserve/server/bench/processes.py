@@ -13,6 +13,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
@@ -25,17 +26,27 @@ def python(module: str, *args: str) -> list[str]:
     return [sys.executable, "-m", module, *args]
 
 
+@dataclass(frozen=True)
+class ServerProcess:
+    """A running `lstmserve serve`: where it listens, its pid, and seconds from its start to SERVING."""
+
+    address: str
+    pid: int
+    serving_s: float
+
+
 @contextmanager
-def real_server(model: str, path: Path, options: list[str], env: dict, log: Path) -> Iterator[str]:
-    """`lstmserve serve` on a free port; yields its address once health says SERVING."""
+def real_server(model: str, path: Path, options: list[str], env: dict, log: Path) -> Iterator[ServerProcess]:
+    """`lstmserve serve` on a free port, yielded once health says SERVING."""
     command = python("lstmserve.client.cli", "serve", "--model", f"{model}={path}",
                      "--host", "127.0.0.1", "--port", "0", *options)
     with open(log, "w") as sink:
+        started = time.monotonic()
         child = subprocess.Popen(command, env=env, stdout=sink, stderr=subprocess.STDOUT)
         try:
             address = _wait_for(lambda: _listening(log), child, "the server to listen")
             _wait_for(lambda: _serving(address), child, "the server to report SERVING")
-            yield address
+            yield ServerProcess(address, child.pid, time.monotonic() - started)
         finally:
             _stop(child)
 
@@ -122,7 +133,7 @@ def _wait_for(probe: Callable[[], object], child: subprocess.Popen, what: str):
         found = probe()
         if found:
             return found
-        time.sleep(0.1)
+        time.sleep(0.02)  # fine enough to time the start
     raise TimeoutError(f"gave up waiting for {what} after {START_TIMEOUT_S} s")
 
 
