@@ -29,5 +29,16 @@ def test_quick_bench_writes_json_table_and_plot(tmp_path):
     assert [r["after_level"] for r in result["baseline"]["rechecks"]] == [1, 4]
     assert all(r["samples_per_s"] > 0 for r in result["baseline"]["rechecks"])
     assert {v["target"] for v in result["verdicts"]} >= {"errors at any level",
-                                                         "peak requests/s vs transport floor"}
+                                                         "peak requests/s vs transport floor",
+                                                         "time to SERVING vs import floor",
+                                                         "resident memory after warm-up vs import floor"}
+    # Start-up and memory, beside a process that only imports TensorFlow and Keras.
+    footprint = result["footprint"]
+    floor = footprint["import_floor"]
+    assert 0 < floor["seconds"] < footprint["serving_s"] and footprint["restart_serving_s"] > 0
+    warm = footprint["after_warmup"]
+    assert floor["rss_mb"] < warm["rss_mb"] <= footprint["after_sweep"]["rss_mb"] + 50
+    assert abs(warm["anon_mb"] + warm["file_mb"] - warm["rss_mb"]) < 5
+    assert "import tensorflow, keras" in footprint["startup"] and "model 'seed'" in footprint["startup"]
+    assert "start-up: SERVING" in done.stdout and "resident memory:" in done.stdout
     assert (tmp_path / "bench.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -91,7 +91,8 @@ def _bench_model(name: str, path: Path, rows: int, settings: dict, env: dict, ou
         print(f"[{name}] starting the server (loads and compiles every bucket) ...", flush=True)
         with processes.real_server(name, path, options, env, log) as server:
             response = wire.capture_response(server.address, request, out / f"{name}.response.bin")
-            footprint = {"serving_s": server.serving_s, "startup": startup_line(log),
+            footprint = {"serving_s": server.serving_s, "serving_cpu_s": server.serving_cpu_s,
+                         "startup": startup_line(log),
                          "after_warmup": memory_mb(server.pid)}
             with processes.floor_server(response, settings["workers"], env) as floor:
                 processes.load_levels(_load_command(name, rows, request, server.address, floor, settings),
@@ -102,6 +103,7 @@ def _bench_model(name: str, path: Path, rows: int, settings: dict, env: dict, ou
     print(f"[{name}] restarting the server over its compilation cache ...", flush=True)
     with processes.real_server(name, path, options, env, out / f"{name}.restart.log") as again:
         footprint["restart_serving_s"] = again.serving_s
+        footprint["restart_serving_cpu_s"] = again.serving_cpu_s
     result["footprint"] = footprint
     return result
 

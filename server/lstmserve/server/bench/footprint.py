@@ -30,6 +30,16 @@ def memory_mb(pid: int) -> dict | None:
     return {"rss_mb": fields.get("VmRSS"), "anon_mb": fields.get("RssAnon"), "file_mb": fields.get("RssFile")}
 
 
+def cpu_seconds(pid: int) -> float | None:
+    """CPU time a process has used so far (user + system; Linux): unlike wall time, the same on a busy
+    machine as on a quiet one, give or take cache effects."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def import_floor(env: dict) -> dict:
     """The median of FLOOR_RUNS fresh processes that only import TensorFlow and Keras, then exit."""
     runs = []
@@ -61,8 +71,8 @@ def _measure_import() -> dict:
     prepare_tensorflow("warning")
     import_keras()
     from lstmserve.server.phases import since_process_start
-    seconds = since_process_start()
-    return {"seconds": seconds, **memory_mb(os.getpid())}
+    seconds, cpu = since_process_start(), os.times()
+    return {"seconds": seconds, "cpu_s": cpu.user + cpu.system, **memory_mb(os.getpid())}
 
 
 if __name__ == "__main__":

@@ -54,7 +54,7 @@ def _throughput(ax, name: str, result: dict) -> None:
     ax.set(xlabel="concurrent callers", ylabel=key.replace("_per_s", "/s"),
            title=f"{name}: throughput ({result['rows_per_request']} row(s)/request)")
     _caller_axis(ax, result)
-    ax.legend(loc="lower right", fontsize=8)
+    ax.legend(fontsize=8)
 
 
 def _latency(ax, name: str, result: dict) -> None:
@@ -64,9 +64,10 @@ def _latency(ax, name: str, result: dict) -> None:
         ax.plot(concurrency, [lv["p99_ms"] for lv in levels], "o-", label=f"{label} p99")
         ax.plot(concurrency, [lv["p50_ms"] for lv in levels], ".:", label=f"{label} p50")
     ax.set(yscale="log", xlabel="concurrent callers", ylabel="latency (ms)", title=f"{name}: latency")
-    plain = FuncFormatter(lambda value, _: f"{value:g}")
-    ax.yaxis.set_major_formatter(plain)
-    ax.yaxis.set_minor_formatter(plain)
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+    # Between the powers of ten, only 2 and 5 are labelled: every label legible, none overlapping.
+    ax.yaxis.set_minor_formatter(FuncFormatter(
+        lambda value, _: f"{value:g}" if f"{value:.0e}"[0] in "25" else ""))
     _caller_axis(ax, result)
     ax.legend(fontsize=8)
 

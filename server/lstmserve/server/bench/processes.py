@@ -19,6 +19,8 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from lstmserve.server.bench.footprint import cpu_seconds
+
 START_TIMEOUT_S = 300  # loading and warming every bucket of the heavy model takes a while on 2 cores
 
 
@@ -28,11 +30,13 @@ def python(module: str, *args: str) -> list[str]:
 
 @dataclass(frozen=True)
 class ServerProcess:
-    """A running `lstmserve serve`: where it listens, its pid, and seconds from its start to SERVING."""
+    """A running `lstmserve serve`: where it listens, its pid, and seconds from its start to SERVING
+    (wall, and the CPU time it had used by then)."""
 
     address: str
     pid: int
     serving_s: float
+    serving_cpu_s: float | None
 
 
 @contextmanager
@@ -46,7 +50,7 @@ def real_server(model: str, path: Path, options: list[str], env: dict, log: Path
         try:
             address = _wait_for(lambda: _listening(log), child, "the server to listen")
             _wait_for(lambda: _serving(address), child, "the server to report SERVING")
-            yield ServerProcess(address, child.pid, time.monotonic() - started)
+            yield ServerProcess(address, child.pid, time.monotonic() - started, cpu_seconds(child.pid))
         finally:
             _stop(child)
 

@@ -103,13 +103,20 @@ def table(model: str, result: dict) -> str:
     return "\n".join(lines)
 
 
+def _seconds(value: float | None) -> str:
+    return f"{value:.2f} s" if value is not None else "not measured"
+
+
 def _footprint_lines(footprint: dict | None) -> list[str]:
     if not footprint:
         return []
     floor, warm, swept = footprint["import_floor"], footprint["after_warmup"], footprint["after_sweep"]
     lines = [f"start-up: SERVING {footprint['serving_s']:.2f} s after start (restart over its compilation "
              f"cache {footprint['restart_serving_s']:.2f} s); importing TensorFlow and Keras alone "
-             f"{floor['seconds']:.2f} s, {floor['rss_mb']:.0f} MB resident"]
+             f"{floor['seconds']:.2f} s, {floor['rss_mb']:.0f} MB resident",
+             f"CPU time by then: {_seconds(footprint.get('serving_cpu_s'))} (restart "
+             f"{_seconds(footprint.get('restart_serving_cpu_s'))}; the import alone "
+             f"{_seconds(floor.get('cpu_s'))}): what a busy machine does not stretch"]
     if warm:
         lines.append(f"resident memory: {warm['rss_mb']:.0f} MB after warm-up ({warm['anon_mb']:.0f} "
                      f"private, {warm['file_mb']:.0f} file-backed), {swept['rss_mb']:.0f} MB after the sweep")
