@@ -35,7 +35,9 @@ def test_quick_bench_writes_json_table_and_plot(tmp_path):
     # Start-up and memory, beside a process that only imports TensorFlow and Keras.
     footprint = result["footprint"]
     floor = footprint["import_floor"]
-    assert 0 < floor["seconds"] < footprint["serving_s"] and footprint["restart_serving_s"] > 0
+    assert footprint["serving_s"] > 0 and footprint["restart_serving_s"] > 0 and floor["seconds"] > 0
+    # CPU time, which a busy machine does not stretch: the server does all the import does, and more.
+    assert 0 < floor["cpu_s"] < footprint["serving_cpu_s"]
     warm = footprint["after_warmup"]
     assert floor["rss_mb"] < warm["rss_mb"] <= footprint["after_sweep"]["rss_mb"] + 50
     assert abs(warm["anon_mb"] + warm["file_mb"] - warm["rss_mb"]) < 5

@@ -46,11 +46,6 @@ def recording() -> Iterator[Phases]:
         _local.phases = previous
 
 
-def current_phases() -> Phases | None:
-    """This thread's recorder, to hand to threads it starts (None when not recording)."""
-    return getattr(_local, "phases", None)
-
-
 @contextmanager
 def phase(name: str) -> Iterator[None]:
     """Time the block as `name` when this thread is recording; otherwise do nothing."""

@@ -10,6 +10,7 @@ ones) or WARNING (the rest), so a user sees lstmserve's own lines and `--log-lev
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import logging
 import os
@@ -113,6 +114,19 @@ def import_keras() -> None:
     finally:
         if blocked and sys.modules.get("matplotlib", False) is None:
             del sys.modules["matplotlib"]
+
+
+def release_freed_memory() -> None:
+    """Hand the heap memory freed since start back to the system (glibc's malloc_trim; elsewhere nothing).
+
+    XLA's compiler frees what it used, but glibc keeps the freed pages for later allocations, and a
+    server that has compiled every bucket allocates little after: 696 -> 640 MB resident for the heavy
+    benchmark model, in 50 ms. Called once models are loaded."""
+    try:
+        trim = ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError):
+        return
+    trim(0)
 
 
 def configure_logging(level: str = "info") -> None:
