@@ -170,15 +170,15 @@ def _prepare_tensorflow(args: argparse.Namespace, startup) -> None:
 
 
 def _log_startup(loading: threading.Thread, failed: threading.Event, startup) -> None:
-    """Once every model is loaded: what compiling freed back to the system, and one line with the seconds
-    from process start to SERVING, phase by phase."""
+    """Once every model is loaded: one line with the seconds from process start to SERVING, phase by
+    phase; then what compiling freed goes back to the system."""
     loading.join()
     if failed.is_set():
         return
     from lstmserve.server.phases import since_process_start
     from lstmserve.server.process import release_freed_memory
-    release_freed_memory()
     log.info("SERVING %.2f s after the process started: %s", since_process_start(), startup.describe())
+    release_freed_memory()
 
 
 def _address(host: str, port: int) -> str:
