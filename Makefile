@@ -2,7 +2,12 @@
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-STAMP  := $(VENV)/.installed
+# TensorFlow build: cpu (tensorflow-cpu on Linux x86_64; the default) or gpu (tensorflow with NVIDIA's
+# CUDA libraries): `make setup TF=gpu`. Both builds install the same `tensorflow` package, so a switch
+# removes the other first; the stamp names the build, so switching reinstalls.
+TF     ?= cpu
+OTHER_TF := $(if $(filter gpu,$(TF)),tensorflow-cpu,tensorflow)
+STAMP  := $(VENV)/.installed-$(TF)
 PORT   ?= 8500
 MODELS := models
 # lstmserve.v1, and the Open Inference Protocol (package inference) under the lstmserve namespace.
@@ -20,8 +25,15 @@ $(BIN)/python:
 
 $(STAMP): $(BIN)/python constraints.txt requirements-dev.txt client/pyproject.toml format/pyproject.toml \
 		server/pyproject.toml trainer/pyproject.toml
+	@case "$(TF)" in cpu|gpu) ;; *) echo "TF is '$(TF)'; expected cpu or gpu" >&2; exit 2 ;; esac
+	if $(BIN)/pip show --quiet $(OTHER_TF) 2>/dev/null; then \
+		$(BIN)/pip uninstall --quiet -y tensorflow tensorflow-cpu; fi
+	rm -f $(VENV)/.installed-*
 	$(BIN)/pip install --quiet -c constraints.txt -r requirements-dev.txt \
-		-e ./client -e ./format -e ./server -e ./trainer
+		-e ./client -e ./format -e './server[$(TF)]' -e './trainer[$(TF)]'
+	# tf-keras (the tests' oracle for old files) asks for `tensorflow`, the GPU build, which would
+	# overwrite tensorflow-cpu's files; it needs nothing else, and runs on either build.
+	$(BIN)/pip install --quiet --no-deps -c constraints.txt tf-keras
 	touch $@
 
 # Generated code is checked in; this rebuilds it whenever a .proto is newer.

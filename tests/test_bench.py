@@ -29,5 +29,18 @@ def test_quick_bench_writes_json_table_and_plot(tmp_path):
     assert [r["after_level"] for r in result["baseline"]["rechecks"]] == [1, 4]
     assert all(r["samples_per_s"] > 0 for r in result["baseline"]["rechecks"])
     assert {v["target"] for v in result["verdicts"]} >= {"errors at any level",
-                                                         "peak requests/s vs transport floor"}
+                                                         "peak requests/s vs transport floor",
+                                                         "time to SERVING vs import floor",
+                                                         "resident memory after warm-up vs import floor"}
+    # Start-up and memory, beside a process that only imports TensorFlow and Keras.
+    footprint = result["footprint"]
+    floor = footprint["import_floor"]
+    assert footprint["serving_s"] > 0 and footprint["restart_serving_s"] > 0 and floor["seconds"] > 0
+    # CPU time, which a busy machine does not stretch: the server does all the import does, and more.
+    assert 0 < floor["cpu_s"] < footprint["serving_cpu_s"]
+    warm = footprint["after_warmup"]
+    assert floor["rss_mb"] < warm["rss_mb"] <= footprint["after_sweep"]["rss_mb"] + 50
+    assert abs(warm["anon_mb"] + warm["file_mb"] - warm["rss_mb"]) < 5
+    assert "import tensorflow, keras" in footprint["startup"] and "model 'seed'" in footprint["startup"]
+    assert "start-up: SERVING" in done.stdout and "resident memory:" in done.stdout
     assert (tmp_path / "bench.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

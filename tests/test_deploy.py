@@ -110,6 +110,7 @@ def test_image_installs_the_server_alone_at_the_pinned_versions():
     assert len(installs) == 1, installs
     assert re.search(r"-c \S*constraints\.txt", installs[0]), installs[0]
     assert re.search(r"\S*/client\b", installs[0]) and re.search(r"\S*/server\b", installs[0])
+    assert "/server[cpu]" in installs[0], installs[0]  # TensorFlow's CPU build, not the CUDA one
     for unwanted in ("trainer", "requirements-dev", "-e ", "--editable"):
         assert unwanted not in installs[0], f"{unwanted!r} in {installs[0]}"
 

@@ -22,10 +22,18 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     # Each distribution (client, server, trainer) registers its own subcommands, so a
     # client-only install gets `lstmserve predict` without importing TensorFlow.
-    for entry in sorted(entry_points(group="lstmserve.commands"), key=lambda e: e.name):
+    for entry in _registrations(sys.argv[1:] if argv is None else argv):
         entry.load()(commands)
     args = parser.parse_args(argv)
     return args.run(args)
+
+
+def _registrations(argv: list[str]) -> list:
+    """The named command's registration alone (a server process never loads the trainer's modules);
+    every one when no installed command is named, for help and usage errors."""
+    found = sorted(entry_points(group="lstmserve.commands"), key=lambda e: e.name)
+    named = next((arg for arg in argv if not arg.startswith("-")), None)
+    return [entry for entry in found if entry.name == named] or found
 
 
 def register_predict(commands: argparse._SubParsersAction) -> None:

@@ -9,6 +9,7 @@ import logging
 import signal
 import sys
 import threading
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -155,6 +156,10 @@ def _add_load_options(parser: argparse.ArgumentParser) -> None:
                         "of weight names (default 16 MiB)")
     parser.add_argument("--max-config-depth", type=int, default=100, metavar="LEVELS",
                         help="deepest nesting of a model config's JSON (default 100)")
+    parser.add_argument("--compilation-cache", type=Path, metavar="DIR",
+                        help="keep XLA's compiled buckets under DIR and load them from there on the next "
+                        "start (a restart or another replica on the same TensorFlow and processor); off "
+                        "by default. DIR holds machine code the server runs: give it to this user alone")
     parser.add_argument("--log-level", choices=("debug", "info", "warning", "error"), default=None,
                         help="lstmserve's log level (serve: info, inspect: warning); debug also shows "
                         "TensorFlow's and Keras's own lines")
@@ -218,10 +223,10 @@ def _model_repository(args: argparse.Namespace, metrics=None):
     return repository, ModelControl(repository, enabled=not args.no_model_control)
 
 
-def _start_models(running, repository, keep_going: bool) -> threading.Event:
+def _start_models(running, repository, keep_going: bool, startup) -> threading.Event:
     """Load everything in the background; SERVING once done. A failure at start stops the server (set
     on the returned event) unless --keep-going, which serves the rest."""
-    failed = threading.Event()
+    failed, began = threading.Event(), time.perf_counter()
 
     def started(future) -> None:
         failures = future.result()
@@ -234,7 +239,8 @@ def _start_models(running, repository, keep_going: bool) -> threading.Event:
             log.warning("serving without %d model version(s) that failed to load (--keep-going); they "
                         "show as FAILED in the model status", len(failures))
         running.set_serving(True)
-        log.info("SERVING: every model given at start is loaded and warm")
+        startup.seconds["load, compile and warm the models"] = time.perf_counter() - began
+        _log_startup(startup)
 
     repository.start().add_done_callback(started)
     return failed
@@ -247,10 +253,19 @@ def _rescan_on_sighup(repository) -> None:
 
 
 def run_serve(args: argparse.Namespace) -> int:
+    from lstmserve.server.phases import Phases, since_process_start
+    startup = Phases()
+    startup.seconds["interpreter and command line"] = since_process_start()
     from lstmserve.server.process import configure_logging, tune_for_serving
     configure_logging(args.log_level or "info", json_lines=args.log_format == "json")
-    from lstmserve.server.errors import ModelLoadError
-    from lstmserve.server.transport.server import create_server
+    try:
+        _prepare_tensorflow(args, startup)
+    except (ValueError, OSError, RuntimeError) as error:
+        print(f"lstmserve serve: {error}", file=sys.stderr)
+        return 2
+    with startup.time("import lstmserve, grpc"):
+        from lstmserve.server.errors import ModelLoadError
+        from lstmserve.server.transport.server import create_server
 
     try:
         args.engine = _engine_config(args)
@@ -268,11 +283,32 @@ def run_serve(args: argparse.Namespace) -> int:
         log.warning("%s", warning)
     tune_for_serving()
     log.info("listening on %s:%d (NOT_SERVING until models are loaded)", args.host, running.port)
-    failed = _start_models(running, repository, args.keep_going)
+    failed = _start_models(running, repository, args.keep_going, startup)
     _rescan_on_sighup(repository)
     code = _wait_for_stop(running, failed)
     repository.close()
     return code
+
+
+def _prepare_tensorflow(args: argparse.Namespace, startup) -> None:
+    """What TensorFlow reads once (the compilation cache), then TensorFlow and Keras themselves."""
+    from lstmserve.server.process import import_keras, require_tensorflow, use_compilation_cache
+    require_tensorflow()
+    if args.compilation_cache is not None:
+        folder = use_compilation_cache(args.compilation_cache)
+        log.info("XLA compilation cache: %s", folder)
+    with startup.time("import tensorflow, keras"):
+        import_keras()
+
+
+def _log_startup(startup) -> None:
+    """One line with the seconds from process start to SERVING, phase by phase (each model's own phases
+    are in its "loaded" line); then what compiling freed goes back to the system."""
+    from lstmserve.server.phases import since_process_start
+    from lstmserve.server.process import release_freed_memory
+    log.info("every model given at start is loaded and warm: SERVING %.2f s after the process started: %s",
+             since_process_start(), startup.describe())
+    release_freed_memory()
 
 
 def _address(host: str, port: int) -> str:
@@ -292,8 +328,14 @@ def _wait_for_stop(running, failed: threading.Event) -> int:
 
 
 def run_inspect(args: argparse.Namespace) -> int:
+    from lstmserve.server.phases import Phases
     from lstmserve.server.process import configure_logging
     configure_logging(args.log_level or "warning")
+    try:
+        _prepare_tensorflow(args, Phases())
+    except (ValueError, OSError, RuntimeError) as error:
+        print(f"lstmserve inspect: {error}", file=sys.stderr)
+        return 2
     from lstmserve.server.engine.base import EngineConfig
     from lstmserve.server.errors import ServingError
     from lstmserve.server.loading.load import load_model

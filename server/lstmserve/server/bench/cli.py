@@ -3,7 +3,9 @@
 For each model: (a) the compiled model in-process (its best latency and samples/s, measured again
 after every level), (b) a bare gRPC server answering with a canned response of the same size, (c) the
 real server as a separate process. The load generator sweeps concurrency against (b) and (c)
-interleaved, level by level.
+interleaved, level by level. Footprint: the server's time from process start to SERVING (cold, then
+restarted over its compilation cache) and resident memory after warm-up, beside a process that only
+imports TensorFlow and Keras.
 """
 
 from __future__ import annotations
@@ -65,9 +67,12 @@ def run_bench(args: argparse.Namespace) -> int:
         return _run_reload(args, env)
     try:
         paths = _build_models(args.models, args.out / "models", env)
+        results["import_floor"] = _import_floor(env)
+        results["docker_image_mb"] = _docker_image_mb()
         for name in args.models:
             rows = 1 if name == "seed" else args.heavy_rows
             result = _bench_model(name, paths[name], rows, settings, env, args.out)
+            result["footprint"]["import_floor"] = results["import_floor"]
             result["verdicts"] = report.evaluate(name, result)
             results["models"][name] = result
             print(report.table(name, result), flush=True)
@@ -107,36 +112,72 @@ def _run_reload(args: argparse.Namespace, env: dict) -> int:
 
 
 def _write(results: dict, out: Path) -> int:
-    from lstmserve.server.bench import report
+    from lstmserve.server.bench import plot
     (out / "bench.json").write_text(json.dumps(results, indent=2))
-    png = report.plot(results, out / "bench.png")
+    png = plot.plot(results, out / "bench.png")
     print(f"wrote {out / 'bench.json'}" + (f" and {png}" if png else " (no matplotlib: no plot)"))
     return 0
 
 
 def _bench_model(name: str, path: Path, rows: int, settings: dict, env: dict, out: Path) -> dict:
     from lstmserve.server.bench import processes, wire
+    from lstmserve.server.bench.footprint import memory_mb, startup_line
     print(f"[{name}] in-process baseline ...", flush=True)
     with processes.baseline(path, settings["baseline_window"], settings["baseline_repeats"], env,
                             out / f"{name}.baseline.log") as baseline:
         result = {"rows_per_request": rows, "baseline": {**baseline.first, "rechecks": []},
                   "floor": [], "server": [], "v2": []}
         request = wire.write_request(name, path, rows, out / f"{name}.request.bin")
-        options = ["--workers", str(settings["workers"]), "--max-batch", str(settings["max_batch"]),
-                   "--max-delay-ms", str(settings["max_delay_ms"])]
+        options = _server_options(settings, _fresh(out / f"{name}.compilation-cache"))
+        log = out / f"{name}.server.log"
         print(f"[{name}] starting the server (loads and compiles every bucket) ...", flush=True)
-        with processes.real_server(name, path, options, env, out / f"{name}.server.log") as server:
-            response = wire.capture_response(server, request, out / f"{name}.response.bin")
+        with processes.real_server(name, path, options, env, log) as server:
+            response = wire.capture_response(server.address, request, out / f"{name}.response.bin")
+            footprint = {"serving_s": server.serving_s, "serving_cpu_s": server.serving_cpu_s,
+                         "startup": startup_line(log),
+                         "after_warmup": memory_mb(server.pid)}
             # The same inputs over the Open Inference Protocol, to the same server, in the same sweep.
-            v2_request = wire.write_v2_request(server, request, out / f"{name}.v2-request.bin")
+            v2_request = wire.write_v2_request(server.address, request, out / f"{name}.v2-request.bin")
             with processes.floor_server(response, settings["workers"], env) as floor:
-                command = _load_command(name, rows, request, server, floor, settings) + [
-                    "--target", f"v2={server}", "--call", f"v2={wire.MODEL_INFER}:{v2_request}"]
-                processes.load_levels(command, env,
-                                      timeout=120 * len(settings["levels"]) + 60,
+                command = _load_command(name, rows, request, server.address, floor, settings) + [
+                    "--target", f"v2={server.address}", "--call", f"v2={wire.MODEL_INFER}:{v2_request}"]
+                processes.load_levels(command, env, timeout=120 * len(settings["levels"]) + 60,
                                       on_line=lambda line: _record(name, result, line),
                                       between_levels=lambda level: _recheck(result, level, baseline))
+            footprint["after_sweep"] = memory_mb(server.pid)
+    print(f"[{name}] restarting the server over its compilation cache ...", flush=True)
+    with processes.real_server(name, path, options, env, out / f"{name}.restart.log") as again:
+        footprint["restart_serving_s"] = again.serving_s
+        footprint["restart_serving_cpu_s"] = again.serving_cpu_s
+    result["footprint"] = footprint
     return result
+
+
+def _server_options(settings: dict, cache: Path) -> list[str]:
+    return ["--workers", str(settings["workers"]), "--max-batch", str(settings["max_batch"]),
+            "--max-delay-ms", str(settings["max_delay_ms"]), "--compilation-cache", str(cache)]
+
+
+def _fresh(folder: Path) -> Path:
+    """An empty folder (a cold start compiles everything), private as the server requires."""
+    import shutil
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(mode=0o700, parents=True)
+    return folder
+
+
+def _import_floor(env: dict) -> dict:
+    from lstmserve.server.bench.footprint import FLOOR_RUNS, import_floor
+    print(f"importing TensorFlow and Keras alone, {FLOOR_RUNS} times (the start-up floor) ...", flush=True)
+    return import_floor(env)
+
+
+def _docker_image_mb() -> float | None:
+    from lstmserve.server.bench.footprint import docker_image_mb
+    size = docker_image_mb()
+    print("docker image 'lstmserve': " + (f"{size:.0f} MB" if size is not None else
+                                          "not here (build deploy/Dockerfile to measure it)"), flush=True)
+    return size
 
 
 def _recheck(result: dict, level: int, baseline) -> None:
@@ -181,5 +222,7 @@ def _child_env(tf_threads: int | None) -> dict:
 
 def _machine() -> dict:
     from importlib.metadata import version
+
+    from lstmserve.server.process import tensorflow_distribution
     return {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
-            "grpcio": version("grpcio"), "tensorflow": version("tensorflow")}
+            "grpcio": version("grpcio"), "tensorflow": tensorflow_distribution()}

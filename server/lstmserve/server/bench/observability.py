@@ -21,7 +21,8 @@ def bench_observability(path: Path, settings: dict, env: dict, out: Path, reques
     with processes.real_server("seed", path, [], env, out / "plain.server.log") as plain, \
             processes.real_server("seed", path, observed, env, out / "observed.server.log") as watched:
         command = processes.python(
-            "lstmserve.server.bench.load", "--target", f"plain={plain}", "--target", f"observed={watched}",
+            "lstmserve.server.bench.load", "--target", f"plain={plain.address}",
+            "--target", f"observed={watched.address}",
             "--request", str(request), "--model", "seed", "--token", TOKEN,
             "--levels", *map(str, settings.get("observability_levels", LEVELS)),
             "--window", str(settings["window"]), "--stable-windows", str(settings["stable_windows"]),

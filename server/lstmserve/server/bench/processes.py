@@ -13,10 +13,13 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from lstmserve.server.bench.footprint import cpu_seconds
 
 START_TIMEOUT_S = 300  # loading and warming every bucket of the heavy model takes a while on 2 cores
 
@@ -25,24 +28,36 @@ def python(module: str, *args: str) -> list[str]:
     return [sys.executable, "-m", module, *args]
 
 
-@contextmanager
-def real_server(model: str, path: Path, options: list[str], env: dict, log: Path) -> Iterator[str]:
-    """`lstmserve serve` of one model file on a free port; yields its address once SERVING."""
-    with serve(["--model", f"{model}={path}", *options], env, log) as address:
-        yield address
+@dataclass(frozen=True)
+class ServerProcess:
+    """A running `lstmserve serve`: where it listens, its pid, and seconds from its start to SERVING
+    (wall, and the CPU time it had used by then)."""
+
+    address: str
+    pid: int
+    serving_s: float
+    serving_cpu_s: float | None
 
 
 @contextmanager
-def serve(arguments: list[str], env: dict, log: Path) -> Iterator[str]:
-    """`lstmserve serve ARGUMENTS` on a free port; yields its address once health says SERVING."""
+def real_server(model: str, path: Path, options: list[str], env: dict, log: Path) -> Iterator[ServerProcess]:
+    """`lstmserve serve` of one model file on a free port, yielded once health says SERVING."""
+    with serve(["--model", f"{model}={path}", *options], env, log) as server:
+        yield server
+
+
+@contextmanager
+def serve(arguments: list[str], env: dict, log: Path) -> Iterator[ServerProcess]:
+    """`lstmserve serve ARGUMENTS` on a free port, yielded once health says SERVING."""
     command = python("lstmserve.client.cli", "serve", "--metrics-port", "0", *arguments,
                      "--host", "127.0.0.1", "--port", "0")
     with open(log, "w") as sink:
+        started = time.monotonic()
         child = subprocess.Popen(command, env=env, stdout=sink, stderr=subprocess.STDOUT)
         try:
             address = _wait_for(lambda: _listening(log), child, "the server to listen")
             _wait_for(lambda: _serving(address), child, "the server to report SERVING")
-            yield address
+            yield ServerProcess(address, child.pid, time.monotonic() - started, cpu_seconds(child.pid))
         finally:
             _stop(child)
 
@@ -129,7 +144,7 @@ def _wait_for(probe: Callable[[], object], child: subprocess.Popen, what: str):
         found = probe()
         if found:
             return found
-        time.sleep(0.1)
+        time.sleep(0.02)  # fine enough to time the start
     raise TimeoutError(f"gave up waiting for {what} after {START_TIMEOUT_S} s")
 
 

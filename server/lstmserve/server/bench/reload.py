@@ -149,8 +149,8 @@ def bench_model(name: str, path: Path, rows: int, settings: dict, env: dict, out
     log = out / f"{name}.reload.log"
     arguments = ["--model-dir", str(root), "--poll-seconds", str(settings["poll_seconds"])]
     print(f"[{name}] starting the server on a repository ...", flush=True)
-    with processes.serve(arguments, env, log) as address:
-        result = asyncio.run(measure(address, payload, root, name, path, settings))
+    with processes.serve(arguments, env, log) as server:
+        result = asyncio.run(measure(server.address, payload, root, name, path, settings))
     loads = load_times(log)
     for reload in result["reloads"]:
         reload["load_s"] = loads.get(str(reload["version"]))

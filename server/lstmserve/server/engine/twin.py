@@ -7,23 +7,42 @@ numba-compiled loops answers in a few microseconds on the caller's thread. It re
 of the same layers: a dozen numpy calls per layer cost 17 us per seed request where the loops cost 3,
 and under load the server spent more of its interpreter time there than anywhere else of its own.
 
-`build_twin` only returns an engine that reproduces the compiled model on random inputs within float32
-tolerance; anything else keeps the compiled engine. The stack runs as one compiled call over a flat
-weight array and a small table of layers; the kernels are compiled once per process (and cached on
-disk where numba can write), the first time a model is checked, so serving never compiles.
+Which models qualify, and their packed weights, is engine/twin_layout.py (no numba): this module is
+imported only once a model does. `build_twin` only returns an engine that reproduces the reference
+(Keras itself) on random inputs within float32 tolerance. The stack runs as one compiled call over a
+flat weight array and a small table of layers; the kernels are compiled once per process (and cached
+on disk where numba can write), the first time a model is checked, so serving never compiles.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
-import keras
 import numba
 import numpy as np
 
 from lstmserve.server.engine.base import EngineStats
+from lstmserve.server.engine.twin_layout import (
+    ACTIVATION,
+    DENSE,
+    FLAGS,
+    GRU,
+    KIND,
+    LSTM,
+    OFFSET,
+    RECURRENT,
+    RELU,
+    RESET_AFTER,
+    SEQUENCES,
+    SIGMOID,
+    SOFTMAX,
+    TANH,
+    UNITS,
+    TwinLayout,
+    twin_layout,
+)
 from lstmserve.server.errors import ModelNotReady
 from lstmserve.server.specs import TensorSpec
 
@@ -31,24 +50,6 @@ log = logging.getLogger(__name__)
 
 TOLERANCE = 1e-5
 SELF_CHECK_ROWS = (1, 3, 64)
-# The twin runs on the server's event loop. A model whose largest batch needs more arithmetic than
-# this stays on the compiled engine's worker thread, so health and metadata never wait on it.
-# Counted, not timed, so the choice does not depend on the machine's load. Measured on 64 rows: an
-# LSTM(12) on 20 steps of 2 features (bound 1.9 MFLOP) takes 1.0-1.6 ms, an LSTM(16) on 30 steps of 4
-# (5.2 MFLOP) 2.1-3.0 ms. Larger models lose little by leaving: XLA takes a few tenths of a millisecond
-# at one row, on the model's own thread, and is faster at 64.
-BUDGET_FLOPS = 2e6
-
-LINEAR, TANH, SIGMOID, RELU, SOFTMAX = range(5)
-# Keyed by the Keras function object itself, so a replaced activation (a compatibility shim, a
-# user's function of the same name) is never mistaken for the stock one.
-ACTIVATIONS: dict[Callable, int] = {
-    keras.activations.linear: LINEAR,
-    keras.activations.tanh: TANH,
-    keras.activations.sigmoid: SIGMOID,
-    keras.activations.relu: RELU,
-    keras.activations.softmax: SOFTMAX,
-}
 
 
 def _kernel(function):
@@ -80,13 +81,6 @@ def _affine(z, x, kernel, bias):
         xk = x[k]
         for j in range(z.shape[0]):
             z[j] += xk * kernel[k, j]
-
-
-# A layer of the stack as one row of the program: what it is, its activations, its width, its flags and
-# where its weights start in the one flat weight array. One compiled call then runs the whole stack.
-DENSE, LSTM, GRU, SIMPLE_RNN = range(4)
-SEQUENCES, RESET_AFTER = 1, 2
-KIND, ACTIVATION, RECURRENT, UNITS, FLAGS, OFFSET = range(6)
 
 
 @_kernel
@@ -238,93 +232,27 @@ class TwinEngine:
         return EngineStats()  # the batcher in front counts
 
     def describe(self) -> str:
-        return "compiled twin (checked equal to the compiled model at load)"
+        return "compiled twin (checked equal to Keras at load)"
 
     def close(self) -> None:
         self._weights = None
 
 
 def build_twin(keras_model, inputs: Sequence[TensorSpec], reference, max_batch: int) -> TwinEngine | None:
-    """A TwinEngine equal to `reference` (the compiled engine); None for anything but a plain stack."""
-    if not isinstance(keras_model, keras.Sequential) or len(inputs) != 1:
-        return None
-    spec = inputs[0]
-    if spec.dtype != np.float32 or len(spec.shape) not in (2, 3) or None in spec.shape[1:]:
-        return None
-    if _flops_bound(keras_model, spec, max_batch) > BUDGET_FLOPS:
-        return None
-    rows, parts, offset = [], [], 0
-    output_steps = len(spec.shape) == 3
-    for layer in keras_model.layers:
-        if type(layer) is keras.layers.Dropout:
-            continue
-        packed = _pack(layer)
-        if packed is None:
-            return None
-        row, weights = packed
-        rows.append([*row, offset])
-        parts.extend(weights)
-        offset += sum(w.size for w in weights)
-        if row[KIND] != DENSE:
-            output_steps = bool(row[FLAGS] & SEQUENCES)
-    if not rows:
-        return None
-    weights = np.concatenate([w.ravel() for w in parts]).astype(np.float32)
-    twin = TwinEngine(weights, np.array(rows, np.int64), output_steps, max_batch)
-    return twin if _agrees(twin, reference, spec) else None
+    """A TwinEngine equal to `reference` (anything with predict(arrays)); None for anything but a plain
+    stack, or a twin that disagrees."""
+    layout = twin_layout(keras_model, inputs, max_batch)
+    return twin_from_layout(layout, reference, max_batch) if layout is not None else None
 
 
-def _flops_bound(keras_model, spec: TensorSpec, rows: int) -> float:
-    """An upper bound on a full batch's multiply-adds: every weight used at every timestep."""
-    timesteps = spec.shape[1] if len(spec.shape) == 3 else 1
-    weights = sum(int(np.prod(w.shape)) for w in keras_model.weights)
-    return 2.0 * weights * rows * timesteps
-
-
-def _pack(layer) -> tuple[list[int], list[np.ndarray]] | None:
-    """(kind, activation, recurrent activation, units, flags) and the weights in the kernels' order."""
-    kind = type(layer)
-    if kind is keras.layers.Dense:
-        activation = ACTIVATIONS.get(layer.activation)
-        if activation is None:
-            return None
-        kernel = np.asarray(layer.kernel)
-        bias = np.asarray(layer.bias) if layer.use_bias else np.zeros(kernel.shape[1], np.float32)
-        return [DENSE, activation, LINEAR, kernel.shape[1], 0], [kernel, bias]
-    if kind in (keras.layers.LSTM, keras.layers.GRU, keras.layers.SimpleRNN):
-        return _pack_recurrent(layer)
-    return None
-
-
-def _pack_recurrent(layer) -> tuple[list[int], list[np.ndarray]] | None:
-    cell = layer.cell
-    if layer.go_backwards or layer.stateful or layer.return_state or getattr(layer, "unroll", False):
-        return None
-    activation = ACTIVATIONS.get(cell.activation)
-    recurrent = ACTIVATIONS.get(getattr(cell, "recurrent_activation", keras.activations.linear))
-    if activation in (None, SOFTMAX) or recurrent in (None, SOFTMAX):
-        return None
-    kind, gates = {keras.layers.LSTM: (LSTM, 4), keras.layers.GRU: (GRU, 3),
-                   keras.layers.SimpleRNN: (SIMPLE_RNN, 1)}[type(layer)]
-    flags = SEQUENCES if layer.return_sequences else 0
-    weights = [np.asarray(cell.kernel), np.asarray(cell.recurrent_kernel)]
-    width = gates * cell.units
-    if kind == GRU:
-        if not cell.use_bias:
-            return None
-        bias = np.asarray(cell.bias)
-        if cell.reset_after:
-            flags |= RESET_AFTER
-            weights += [bias[0], bias[1]]
-        else:
-            weights += [bias, np.zeros(width, np.float32)]
-    else:
-        weights.append(np.asarray(cell.bias) if cell.use_bias else np.zeros(width, np.float32))
-    return [kind, activation, recurrent, cell.units, flags], weights
+def twin_from_layout(layout: TwinLayout, reference, max_batch: int) -> TwinEngine | None:
+    """The twin of a packed stack, if it agrees with `reference`; compiles (or loads) the kernels."""
+    twin = TwinEngine(layout.weights, layout.program, layout.output_steps, max_batch)
+    return twin if _agrees(twin, reference, layout.spec) else None
 
 
 def _agrees(twin: TwinEngine, reference, spec: TensorSpec) -> bool:
-    """Equal to the compiled model on random inputs at several batch sizes, or not used at all."""
+    """Equal to the reference on random inputs at several batch sizes, or not used at all."""
     rng = np.random.default_rng(0)
     for rows in SELF_CHECK_ROWS:
         x = rng.normal(size=(rows, *spec.shape[1:])).astype(np.float32)
@@ -339,7 +267,7 @@ def _agrees(twin: TwinEngine, reference, spec: TensorSpec) -> bool:
             log.info("compiled twin not used: %s", error)
             return False
         if ours.shape != theirs.shape or not np.allclose(ours, theirs, rtol=TOLERANCE, atol=TOLERANCE):
-            log.warning("compiled twin disagrees with the compiled model; using the compiled model")
+            log.warning("compiled twin disagrees with Keras; using the compiled model")
             return False
         if not np.array_equal(ours, again):
             return False

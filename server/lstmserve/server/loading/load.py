@@ -24,6 +24,7 @@ from lstmserve.server.loading.build import BuiltModel, LoadOptions, build_keras_
 from lstmserve.server.loading.compat import file_layers, written_by
 from lstmserve.server.loading.modelfile import DEFAULT_LIMITS, FileLimits, ModelFile, read_model_file
 from lstmserve.server.loading.reasons import one_line
+from lstmserve.server.phases import phase
 from lstmserve.server.serving.heads import PROBABILISTIC, OutputHead
 from lstmserve.server.serving.model import LoadedModel, ModelSource
 from lstmserve.server.specs import TensorSpec
@@ -48,8 +49,10 @@ def load_model(path: str | Path, name: str | None = None, version: str = "1",
 
 def _load(path: Path, name: str, version: str, options: LoadOptions, engine_config: EngineConfig,
           limits: FileLimits) -> LoadedModel:
-    model_file = read_model_file(path, limits)
-    built = build_keras_model(model_file, options)
+    with phase("read"):
+        model_file = read_model_file(path, limits)
+    with phase("build"):
+        built = build_keras_model(model_file, options)
     keras_model = built.keras_model
     inputs = tuple(TensorSpec(built.file_name(t.name), np.dtype(t.dtype), tuple(t.shape))
                    for t in keras_model.inputs)

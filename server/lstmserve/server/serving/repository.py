@@ -24,6 +24,7 @@ from lstmserve.server.errors import ModelConfigError, ModelLoadError, ModelNotFo
 from lstmserve.server.loading.build import LoadOptions
 from lstmserve.server.loading.load import load_model
 from lstmserve.server.loading.modelfile import DEFAULT_LIMITS, FileLimits
+from lstmserve.server.phases import recording
 from lstmserve.server.serving.model import LoadedModel
 from lstmserve.server.serving.model_config import ModelSettings, VersionPolicy, read_settings
 from lstmserve.server.serving.registry import ModelRegistry, ModelStatus, VersionState
@@ -237,8 +238,9 @@ class Repository:
         try:
             options = LoadOptions.create(settings.custom_objects, settings.allow_code)
             engine = replace(self.options.engine, batching=settings.batching)
-            model = self._loader(file.path, name, version, options=options, engine=engine,
-                                 limits=self.options.limits)
+            with recording() as phases:
+                model = self._loader(file.path, name, version, options=options, engine=engine,
+                                     limits=self.options.limits)
         except Exception as error:  # noqa: BLE001 (load_model says ModelLoadError; anything else too)
             reason = str(error) if isinstance(error, ModelLoadError) else f"{type(error).__name__}: {error}"
             self._fail(key, file, self._within(reason), (file.fingerprint, settings.load_key))
@@ -256,9 +258,9 @@ class Repository:
         self.registry.add(model)
         seconds = time.monotonic() - started
         self.options.observe_load(name, seconds)
-        log.info("model '%s' version %s loaded from %s in %.1f s: inputs %s", name, version,
+        log.info("model '%s' version %s loaded from %s in %.2f s (%s): inputs %s", name, version,
                  file.path.name if name in self.options.files else f"{name}/{file.relative}",
-                 seconds, [s.describe() for s in model.inputs])
+                 seconds, phases.describe(), [s.describe() for s in model.inputs])
         return True
 
     def _within(self, text: str) -> str:
