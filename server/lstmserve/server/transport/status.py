@@ -22,6 +22,9 @@ STATUS_BY_ERROR: dict[type[Exception], grpc.StatusCode] = {
     errors.Overloaded: grpc.StatusCode.RESOURCE_EXHAUSTED,
     errors.ModelLoadError: grpc.StatusCode.FAILED_PRECONDITION,
     errors.ModelFailed: grpc.StatusCode.INTERNAL,
+    errors.SessionNotFound: grpc.StatusCode.NOT_FOUND,
+    errors.CannotStep: grpc.StatusCode.FAILED_PRECONDITION,
+    errors.SessionModelGone: grpc.StatusCode.FAILED_PRECONDITION,
 }
 
 
