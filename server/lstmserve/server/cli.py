@@ -27,6 +27,7 @@ def register_serve(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--workers", type=int, default=32,
                         help="threads for handlers that are not coroutines (calls run on one event loop)")
     _add_batching_options(parser)
+    _add_session_options(parser)
     _add_load_options(parser)
     _add_security_options(parser)
     parser.set_defaults(run=run_serve)
@@ -50,6 +51,20 @@ def _add_batching_options(parser: argparse.ArgumentParser) -> None:
                         "(0: run whatever is queued as soon as the model is free)")
     parser.add_argument("--queue-capacity", type=int, default=1024,
                         help="requests waiting per model before new ones get RESOURCE_EXHAUSTED")
+
+
+def _add_session_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--session-idle-seconds", type=float, default=60.0,
+                        help="a streaming session ends after this long without a call (default 60)")
+    parser.add_argument("--max-sessions", type=int, default=10_000,
+                        help="most open sessions per model; more get RESOURCE_EXHAUSTED (default 10000)")
+    parser.add_argument("--max-horizon", type=int, default=1_000,
+                        help="most steps one Forecast may ask for (default 1000)")
+
+
+def _session_limits(args: argparse.Namespace):
+    from lstmserve.server.serving.sessions import SessionLimits
+    return SessionLimits(args.session_idle_seconds, args.max_sessions, args.max_horizon)
 
 
 def _engine_config(args: argparse.Namespace):
@@ -123,7 +138,8 @@ def run_serve(args: argparse.Namespace) -> int:
         options = _load_options(args)
         args.engine = _engine_config(args)
         security = _security(args)
-        running = create_server(ModelRegistry(), _address(args.host, args.port), args.workers, **security)
+        running = create_server(ModelRegistry(), _address(args.host, args.port), args.workers, **security,
+                                sessions=_session_limits(args))
     except (ValueError, ModelLoadError, OSError, RuntimeError) as error:
         print(f"lstmserve serve: {error}", file=sys.stderr)
         return 2
@@ -209,6 +225,12 @@ def describe(model) -> dict:
                     f"modes={[m.value for m in h.modes]} labels={list(h.labels)}"
                     for h in model.heads],
         "preparation": model.preparation.describe(),
+        "sessions": f"{model.sessions.kind}: {model.sessions.reason}"
+                    + (f" ({model.sessions.state_bytes} bytes per session)" if model.sessions.kind != "none"
+                       else ""),
+        "forecast": (f"feature {model.forecasting.feature}, {model.forecasting.horizon} step(s) per answer"
+                     if model.forecasting and model.forecasting.supported
+                     else f"no: {model.forecasting.reason}" if model.forecasting else "no"),
         "compatibility_steps": list(model.compatibility_steps),
         "prediction_on_zeros": {name: out.tolist() for name, out in prediction.outputs.items()},
     }

@@ -50,6 +50,9 @@ class SessionLimits:
                              f"{self.idle_seconds}, {self.max_sessions}, {self.max_horizon}")
 
 
+DEFAULT_SESSION_LIMITS = SessionLimits()
+
+
 @dataclass(frozen=True)
 class StepResult:
     """The answer to one step message: outputs for its last `answered` steps ([answered, ...] each)."""
@@ -96,6 +99,11 @@ class Session:
     @property
     def state_bytes(self) -> int:
         return sum(a.nbytes for a in self._buffers) + (self._state.nbytes if self._state is not None else 0)
+
+    @property
+    def keep_steps(self) -> list[int]:
+        """Raw steps kept per input: a window less one, or the preparation's lag (state sessions)."""
+        return list(self._keep)
 
     def _clear(self) -> None:
         support = self.model.sessions
@@ -211,7 +219,7 @@ def _check_step(spec: TensorSpec, array: np.ndarray, model_name: str) -> np.ndar
 class SessionManager:
     """Every open session of a server, by id: created, found, ended, expired. Used from one event loop."""
 
-    def __init__(self, registry: ModelRegistry, limits: SessionLimits = SessionLimits(),
+    def __init__(self, registry: ModelRegistry, limits: SessionLimits = DEFAULT_SESSION_LIMITS,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.registry = registry
         self.limits = limits

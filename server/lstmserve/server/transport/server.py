@@ -16,11 +16,15 @@ from grpc_reflection.v1alpha import reflection
 from lstmserve.server.errors import ModelLoadError
 from lstmserve.server.serving.model import LoadedModel
 from lstmserve.server.serving.registry import ModelRegistry
+from lstmserve.server.serving.sessions import DEFAULT_SESSION_LIMITS, SessionLimits, SessionManager
 from lstmserve.server.transport import inference_v2
 from lstmserve.server.transport.servicer import PredictionServicer
+from lstmserve.server.transport.session_servicer import SERVICE_NAME as SESSION_SERVICE_NAME
+from lstmserve.server.transport.session_servicer import SessionServicer
 from lstmserve.server.transport.stats import StatsServicer
 from lstmserve.v1 import prediction_service_pb2 as pb
 from lstmserve.v1 import prediction_service_pb2_grpc as pb_grpc
+from lstmserve.v1 import session_service_pb2_grpc as sspb_grpc
 from lstmserve.v1 import stats_pb2 as spb
 from lstmserve.v1 import stats_pb2_grpc as spb_grpc
 
@@ -29,6 +33,7 @@ log = logging.getLogger(__name__)
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["PredictionService"].full_name
 STATS_SERVICE_NAME = spb.DESCRIPTOR.services_by_name["StatsService"].full_name
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+REAPER = "lstmserve-session-expiry"
 
 
 @dataclass
@@ -41,6 +46,7 @@ class RunningServer:
     health: health.aio.HealthServicer
     loop: asyncio.AbstractEventLoop
     thread: threading.Thread
+    sessions: SessionManager | None = None
 
     def set_serving(self, serving: bool) -> None:
         status = (health_pb2.HealthCheckResponse.SERVING if serving
@@ -53,6 +59,7 @@ class RunningServer:
             return
         self.set_serving(False)
         self._call(self.server.stop(grace), timeout=(grace or 0) + 30)
+        self._call(_stop_expiry())
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(timeout=30)
         self.loop.close()
@@ -63,31 +70,34 @@ class RunningServer:
 
 def create_server(registry: ModelRegistry, address: str = "127.0.0.1:0", workers: int = 32, *,
                   credentials: grpc.ServerCredentials | None = None,
-                  interceptors: Sequence[grpc.aio.ServerInterceptor] = ()) -> RunningServer:
+                  interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
+                  sessions: SessionLimits = DEFAULT_SESSION_LIMITS) -> RunningServer:
     """A started server on `address` (port 0 picks a free port), NOT_SERVING until told otherwise.
 
     One event loop answers every call (no thread per call, so no contention for the interpreter lock
     between calls); models run on their batchers' threads (tiny compiled twins in place). `workers`
     threads serve any handler that is not a coroutine. `credentials` (transport.auth.server_credentials)
-    make the port TLS only; `interceptors` see every call (transport.auth.TokenAuthInterceptor).
+    make the port TLS only; `interceptors` see every call (transport.auth.TokenAuthInterceptor);
+    `sessions` bounds streaming sessions (idle time, sessions per model, forecast horizon).
     """
+    manager = SessionManager(registry, sessions)
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, name="grpc-loop", daemon=True)
     thread.start()
     try:
         server, port, health_servicer = asyncio.run_coroutine_threadsafe(
-            _start(registry, address, workers, credentials, tuple(interceptors)), loop).result(60)
+            _start(registry, address, workers, credentials, tuple(interceptors), manager), loop).result(60)
     except BaseException:
         loop.call_soon_threadsafe(loop.stop)
         thread.join(timeout=30)
         raise
-    running = RunningServer(server, port, registry, health_servicer, loop, thread)
+    running = RunningServer(server, port, registry, health_servicer, loop, thread, manager)
     running.set_serving(False)
     return running
 
 
 async def _start(registry: ModelRegistry, address: str, workers: int,
-                 credentials: grpc.ServerCredentials | None, interceptors: tuple):
+                 credentials: grpc.ServerCredentials | None, interceptors: tuple, manager: SessionManager):
     server = grpc.aio.server(
         futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="rpc"),
         interceptors=interceptors,
@@ -95,14 +105,16 @@ async def _start(registry: ModelRegistry, address: str, workers: int,
                  ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
                  ("grpc.so_reuseport", 0)],
     )
-    pb_grpc.add_PredictionServiceServicer_to_server(PredictionServicer(registry), server)
+    pb_grpc.add_PredictionServiceServicer_to_server(PredictionServicer(registry, manager.limits), server)
+    sspb_grpc.add_SessionServiceServicer_to_server(SessionServicer(manager), server)
     spb_grpc.add_StatsServiceServicer_to_server(StatsServicer(registry), server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     # The Open Inference Protocol (KServe V2) on the same port, over the same registry.
     inference_v2.add_to_server(server, registry, health_servicer)
     reflection.enable_server_reflection(
-        (SERVICE_NAME, STATS_SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+        (SERVICE_NAME, STATS_SERVICE_NAME, SESSION_SERVICE_NAME,
+         health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
          inference_v2.SERVICE_NAME, reflection.SERVICE_NAME), server)
     try:
         port = (server.add_secure_port(address, credentials) if credentials is not None
@@ -112,7 +124,24 @@ async def _start(registry: ModelRegistry, address: str, workers: int,
     if port == 0:
         raise OSError(f"cannot listen on {address}")
     await server.start()
+    asyncio.get_running_loop().create_task(_expire_idle_sessions(manager), name=REAPER)
     return server, port, health_servicer
+
+
+async def _stop_expiry() -> None:
+    for task in [t for t in asyncio.all_tasks() if t.get_name() == REAPER]:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+async def _expire_idle_sessions(manager: SessionManager) -> None:
+    """Ends idle sessions a few times per idle period, so their memory goes back without a call."""
+    interval = min(max(manager.limits.idle_seconds / 4, 0.05), 5.0)
+    while True:
+        await asyncio.sleep(interval)
+        ended = manager.expire_idle()
+        if ended:
+            log.debug("%d idle sessions expired", ended)
 
 
 def load_in_background(running: RunningServer, names: Sequence[str],
