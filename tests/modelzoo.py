@@ -39,7 +39,8 @@ def embedding(path: Path) -> Path:
     keras.utils.set_random_seed(5)
     model = keras.Sequential([keras.Input((None,), dtype="int32"),
                               keras.layers.Embedding(50, 8, mask_zero=True),
-                              keras.layers.LSTM(5), keras.layers.Dense(2, activation="softmax")])
+                              keras.layers.LSTM(5),
+                              keras.layers.Dense(2, activation="softmax", name="dense")])
     return save(model, path)
 
 
@@ -57,7 +58,8 @@ def stacked_free(path: Path, features: int = 3) -> Path:
     """2 x LSTM on free-length sequences: the state session's usual case."""
     keras.utils.set_random_seed(11)
     model = keras.Sequential([keras.Input((None, features)), keras.layers.LSTM(6, return_sequences=True),
-                              keras.layers.Dropout(0.3), keras.layers.LSTM(5), keras.layers.Dense(2)])
+                              keras.layers.Dropout(0.3), keras.layers.LSTM(5),
+                              keras.layers.Dense(2, name="dense")])
     return save(model, path)
 
 
@@ -68,7 +70,7 @@ def gru_sequences(path: Path) -> Path:
         keras.Input((None, 2)), keras.layers.GRU(5, return_sequences=True),
         keras.layers.GRU(4, reset_after=False, return_sequences=True),
         keras.layers.SimpleRNN(3, return_sequences=True),
-        keras.layers.TimeDistributed(keras.layers.Dense(3, activation="softmax"))])
+        keras.layers.TimeDistributed(keras.layers.Dense(3, activation="softmax"), name="per_step")])
     return save(model, path)
 
 
@@ -76,7 +78,8 @@ def masked(path: Path) -> Path:
     """Masking (steps of zeros are skipped) before an LSTM with an output at every step."""
     keras.utils.set_random_seed(13)
     model = keras.Sequential([keras.Input((None, 2)), keras.layers.Masking(0.0),
-                              keras.layers.LSTM(4, return_sequences=True), keras.layers.Dense(1)])
+                              keras.layers.LSTM(4, return_sequences=True),
+                              keras.layers.Dense(1, name="per_step")])
     return save(model, path)
 
 
@@ -97,7 +100,7 @@ def encoder_decoder(path: Path) -> Path:
     keras.utils.set_random_seed(15)
     model = keras.Sequential([keras.Input((None, 1)), keras.layers.LSTM(6), keras.layers.RepeatVector(3),
                               keras.layers.LSTM(4, return_sequences=True),
-                              keras.layers.TimeDistributed(keras.layers.Dense(1))])
+                              keras.layers.TimeDistributed(keras.layers.Dense(1), name="horizon")])
     return save(model, path)
 
 
@@ -112,7 +115,8 @@ def stateful(path: Path) -> Path:
 def bidirectional(path: Path, timesteps: int | None = None) -> Path:
     """Needs the future: window sessions when timesteps are fixed, none when they are free."""
     keras.utils.set_random_seed(17)
-    model = keras.Sequential([keras.Input((timesteps, 2)), keras.layers.Bidirectional(keras.layers.LSTM(3)),
+    model = keras.Sequential([keras.Input((timesteps, 2)),
+                              keras.layers.Bidirectional(keras.layers.LSTM(3), name="bidirectional"),
                               keras.layers.Dense(1)])
     return save(model, path)
 

@@ -60,7 +60,7 @@ class StepResult:
     prediction: Prediction
     position: int  # steps the session has received, this message's included
     answered: int
-    missing: int  # steps still needed before the first answer
+    missing: int  # steps still to send up to and including the first answered one (0: answering)
 
 
 class Session:
@@ -147,7 +147,7 @@ class Session:
                 outputs = self.model.preparation.restore(outputs, [windows])
             prediction, state = self.model.shape_outputs(outputs, mode), new_state[0].copy()
         self._commit(joined, state, steps)
-        return StepResult(prediction, self.position, answered, max(0, lag - len(joined[0])))
+        return StepResult(prediction, self.position, answered, max(0, lag + 1 - len(joined[0])))
 
     @property
     def _raw(self) -> bool:
@@ -162,7 +162,8 @@ class Session:
             raise InvalidInput(f"model '{self.model.name}': {error}") from None
 
     def _commit(self, joined: list[np.ndarray], state: np.ndarray | None, steps: int) -> None:
-        self._buffers = [j[len(j) - keep:].copy() if keep else j[:0] for j, keep in zip(joined, self._keep)]
+        self._buffers = [j[max(0, len(j) - keep):].copy() if keep else j[:0]
+                         for j, keep in zip(joined, self._keep)]
         if state is not None:
             self._state = state
         self.position += steps
