@@ -28,6 +28,14 @@ def python(module: str, *args: str) -> list[str]:
 @contextmanager
 def real_server(model: str, path: Path, options: list[str], env: dict, log: Path) -> Iterator[str]:
     """`lstmserve serve` on a free port; yields its address once health says SERVING."""
+    with serving_process(model, path, options, env, log) as (address, _):
+        yield address
+
+
+@contextmanager
+def serving_process(model: str, path: Path, options: list[str], env: dict,
+                    log: Path) -> Iterator[tuple[str, int]]:
+    """As real_server, yielding (address, pid): the sessions scenario reads the server's CPU and memory."""
     command = python("lstmserve.client.cli", "serve", "--model", f"{model}={path}",
                      "--host", "127.0.0.1", "--port", "0", *options)
     with open(log, "w") as sink:
@@ -35,15 +43,17 @@ def real_server(model: str, path: Path, options: list[str], env: dict, log: Path
         try:
             address = _wait_for(lambda: _listening(log), child, "the server to listen")
             _wait_for(lambda: _serving(address), child, "the server to report SERVING")
-            yield address
+            yield address, child.pid
         finally:
             _stop(child)
 
 
 @contextmanager
-def floor_server(response: Path, workers: int, env: dict) -> Iterator[str]:
+def floor_server(response: Path, workers: int, env: dict,
+                 stream_response: Path | None = None) -> Iterator[str]:
     """The transport floor on a free port; it runs until its stdin closes."""
-    command = python("lstmserve.server.bench.floor", str(response), "--workers", str(workers))
+    command = python("lstmserve.server.bench.floor", str(response), "--workers", str(workers),
+                     *(["--stream-response", str(stream_response)] if stream_response else []))
     child = subprocess.Popen(command, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
         port = child.stdout.readline().strip()

@@ -95,7 +95,7 @@ class StepProgram:
             with keras.StatelessScope(state_mapping=list(zip(variables, weights))):
                 return tuple(run_plan(plan, list(arrays[:-1]), arrays[-1]))
 
-        return tf.function(step, jit_compile=jit_compile, reduce_retracing=False)
+        return tf.function(step, jit_compile=jit_compile, reduce_retracing=False, autograph=False)
 
 
 def run_plan(plan: StepPlan, xs: list, state) -> list:

@@ -79,7 +79,9 @@ class SessionServicer(spb_grpc.SessionServiceServicer):
         try:
             self.manager.get(session.id)  # marks it used; an expired session ends the stream
             if kind == "step":
-                return spb.StreamResponse(step=await self._step(session, request.step))
+                answer = spb.StreamResponse()
+                await self._step(session, request.step, answer.step)
+                return answer
             if kind == "reset":
                 session.reset()
                 return spb.StreamResponse(reset=session_wire.info_to_wire(session, self.manager.limits))
@@ -91,7 +93,8 @@ class SessionServicer(spb_grpc.SessionServiceServicer):
             code, message = status_for(error)
             return spb.StreamResponse(error=spb.StepError(code=code.value[0], message=message))
 
-    async def _step(self, session: Session, request: spb.StepRequest) -> spb.StepResponse:
+    async def _step(self, session: Session, request: spb.StepRequest,
+                    into: spb.StepResponse | None = None) -> spb.StepResponse:
         mode = converters.mode_from_wire(request.mode)
         inputs = session_wire.steps_from_wire(request)
         try:
@@ -99,5 +102,5 @@ class SessionServicer(spb_grpc.SessionServiceServicer):
         except SessionModelGone:
             self.manager.discard(session, "ended: its model version was unloaded")
             raise
-        return session_wire.step_to_wire(session, result)
+        return session_wire.step_to_wire(session, result, into)
 
