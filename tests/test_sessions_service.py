@@ -47,7 +47,7 @@ def zoo(tmp_path_factory):
 
 @pytest.fixture
 def server(start_server, zoo):
-    limits = SessionLimits(idle_seconds=30, max_sessions=4, max_horizon=50)
+    limits = SessionLimits(idle_seconds=30, max_sessions=4, max_horizon=50, max_steps=40)
     return start_server(*zoo.values(), sessions=limits)
 
 
@@ -145,6 +145,20 @@ def test_errors_say_what_is_wrong_and_leave_the_session_as_it_was(client, server
 def _tensor(array):
     from lstmserve.client import to_tensor
     return to_tensor(array)
+
+
+def test_messages_and_forecasts_are_bounded(client):
+    with client.session("stacked") as session:
+        with pytest.raises(LstmserveError) as caught:
+            session.step(_x(41))
+        assert caught.value.code == grpc.StatusCode.INVALID_ARGUMENT
+        assert "41 steps; at most 40 per message (--max-steps-per-message)" in caught.value.message
+        assert session.step(_x(40)).position == 40
+    rows = np.stack([session_models.series()[:20, :1]] * 5)
+    with pytest.raises(LstmserveError) as many:
+        client.forecast(rows, horizon=2, model="window")
+    assert many.value.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert "1..4 rows (--max-sessions)" in many.value.message
 
 
 def test_unknown_ended_and_refused_sessions(client, server):

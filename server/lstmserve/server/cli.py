@@ -60,11 +60,14 @@ def _add_session_options(parser: argparse.ArgumentParser) -> None:
                         help="most open sessions per model; more get RESOURCE_EXHAUSTED (default 10000)")
     parser.add_argument("--max-horizon", type=int, default=1_000,
                         help="most steps one Forecast may ask for (default 1000)")
+    parser.add_argument("--max-steps-per-message", type=int, default=10_000,
+                        help="most steps one session message (or Forecast history) may carry (default 10000)")
 
 
 def _session_limits(args: argparse.Namespace):
     from lstmserve.server.serving.sessions import SessionLimits
-    return SessionLimits(args.session_idle_seconds, args.max_sessions, args.max_horizon)
+    return SessionLimits(args.session_idle_seconds, args.max_sessions, args.max_horizon,
+                         args.max_steps_per_message)
 
 
 def _engine_config(args: argparse.Namespace):

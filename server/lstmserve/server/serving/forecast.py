@@ -109,14 +109,16 @@ def _last(result) -> np.ndarray:
     return values[-1].reshape(-1)
 
 
-async def forecast_model(model, history: np.ndarray, horizon: int, max_horizon: int) -> np.ndarray:
-    """Check the request, then forecast each row of `history` [batch, timesteps, features] (raw units)."""
+async def forecast_model(model, history: np.ndarray, horizon: int, limits) -> np.ndarray:
+    """Check the request, then forecast each row of `history` [batch, timesteps, features] (raw units).
+    Each row runs as a session of its own for the call: at most --max-sessions rows."""
     from lstmserve.server.serving.sessions import Session, check_steps
     support: ForecastSupport = model.forecasting or ForecastSupport(reason="its file declares no forecast")
-    support.check(model.name, horizon, max_horizon)
-    if history.ndim != 3 or not history.shape[0]:
+    support.check(model.name, horizon, limits.max_horizon)
+    if history.ndim != 3 or not 0 < history.shape[0] <= limits.max_sessions:
         raise InvalidInput(f"history has shape {list(history.shape)}; expected [batch, timesteps, features] "
-                           "with at least one row")
-    sessions = [Session(f"forecast-{i}", model) for i in range(history.shape[0])]
-    rows = [check_steps(sessions[0].step_specs, {"": row}, model.name)[0] for row in history]
+                           f"with 1..{limits.max_sessions} rows (--max-sessions)")
+    sessions = [Session(f"forecast-{i}", model, max_steps=limits.max_steps) for i in range(history.shape[0])]
+    rows = [check_steps(sessions[0].step_specs, {"": row}, model.name, limits.max_steps)[0]
+            for row in history]
     return await forecast(sessions, np.stack(rows), horizon)

@@ -43,14 +43,17 @@ class SessionLimits:
     idle_seconds: float = 60.0
     max_sessions: int = 10_000  # per model name
     max_horizon: int = 1_000
+    max_steps: int = 10_000  # per step message (and per Forecast history)
 
     def __post_init__(self) -> None:
-        if self.idle_seconds <= 0 or self.max_sessions < 1 or self.max_horizon < 1:
-            raise ValueError(f"sessions need idle seconds > 0, max sessions >= 1 and max horizon >= 1; got "
-                             f"{self.idle_seconds}, {self.max_sessions}, {self.max_horizon}")
+        if self.idle_seconds <= 0 or min(self.max_sessions, self.max_horizon, self.max_steps) < 1:
+            raise ValueError(f"sessions need idle seconds > 0, and max sessions, horizon and steps >= 1; "
+                             f"got {self.idle_seconds}, {self.max_sessions}, {self.max_horizon}, "
+                             f"{self.max_steps}")
 
 
 DEFAULT_SESSION_LIMITS = SessionLimits()
+DEFAULT_MAX_STEPS = DEFAULT_SESSION_LIMITS.max_steps
 
 
 @dataclass(frozen=True)
@@ -66,8 +69,10 @@ class StepResult:
 class Session:
     """One sequence on one model version. Steps run one at a time, in the order they arrive."""
 
-    def __init__(self, session_id: str, model: LoadedModel, prepared: bool = False) -> None:
+    def __init__(self, session_id: str, model: LoadedModel, prepared: bool = False,
+                 max_steps: int = DEFAULT_MAX_STEPS) -> None:
         self.id = session_id
+        self.max_steps = max_steps
         self.model = model
         self.prepared = prepared
         self.kind = model.sessions.kind
@@ -80,7 +85,7 @@ class Session:
     async def step(self, inputs: Mapping[str, np.ndarray], mode: Mode) -> StepResult:
         """Run the new steps; InvalidInput (and every other failure) leaves the session untouched."""
         self.model.require(mode)
-        arrays = check_steps(self.step_specs, inputs, self.model.name)
+        arrays = check_steps(self.step_specs, inputs, self.model.name, self.max_steps)
         async with self._lock:
             try:
                 if self.kind == STATE:
@@ -188,8 +193,8 @@ def describe_step(spec: TensorSpec) -> str:
     return f"{spec.dtype.name} [{', '.join(dims)}]"
 
 
-def check_steps(specs: list[TensorSpec], inputs: Mapping[str, np.ndarray],
-                model_name: str) -> list[np.ndarray]:
+def check_steps(specs: list[TensorSpec], inputs: Mapping[str, np.ndarray], model_name: str,
+                max_steps: int) -> list[np.ndarray]:
     """The step message's arrays in input order, checked and cast; InvalidInput names what is wrong."""
     if len(specs) == 1 and set(inputs) == {""}:
         inputs = {specs[0].name: inputs[""]}
@@ -198,6 +203,9 @@ def check_steps(specs: list[TensorSpec], inputs: Mapping[str, np.ndarray],
         raise InvalidInput(f"model '{model_name}' takes steps of inputs {names}; the step has "
                            f"{sorted(inputs)}")
     arrays = [_check_step(spec, inputs[spec.name], model_name) for spec in specs]
+    if arrays[0].shape[0] > max_steps:
+        raise InvalidInput(f"step message has {arrays[0].shape[0]} steps; at most {max_steps} per message "
+                           "(--max-steps-per-message): send long histories in parts")
     if len({a.shape[0] for a in arrays}) > 1:
         raise InvalidInput(f"inputs of a step must carry the same number of steps; got "
                            f"{ {s.name: a.shape[0] for s, a in zip(specs, arrays)} }")
@@ -245,7 +253,7 @@ class SessionManager:
             raise Overloaded(f"model '{model.name}' has {self.limits.max_sessions} open sessions, the most "
                              "allowed (--max-sessions); end some, or wait for idle ones to expire after "
                              f"{self.limits.idle_seconds:g} s (--session-idle-seconds)")
-        session = Session(secrets.token_hex(16), model, prepared)
+        session = Session(secrets.token_hex(16), model, prepared, self.limits.max_steps)
         session.last_used = self._clock()
         self._sessions[session.id] = session
         self._counts[model.name] = self._counts.get(model.name, 0) + 1

@@ -47,7 +47,7 @@ class SessionServicer(spb_grpc.SessionServiceServicer):
     async def Forecast(self, request: spb.ForecastRequest, context) -> spb.ForecastResponse:
         model = self.manager.registry.get(request.model.name, request.model.version)
         history = from_tensor(request.history, "history")
-        values = await forecast_model(model, history, request.horizon, self.manager.limits.max_horizon)
+        values = await forecast_model(model, history, request.horizon, self.manager.limits)
         return session_wire.forecast_to_wire(model, values, model.forecasting.method(request.horizon))
 
     async def StreamSession(self, requests, context):
