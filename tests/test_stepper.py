@@ -158,6 +158,7 @@ def test_64_interleaved_sessions_each_equal_their_own_whole_sequence(tmp_path):
     async def all_sessions():
         return await asyncio.gather(*(run(s, q, i) for i, (s, q) in enumerate(zip(sessions, sequences))))
 
+    assert model.sessions.stepper.inline  # a small step function: batched per turn of the event loop
     before = model.sessions.stepper.stats()
     stepped = asyncio.run(all_sessions())
     batches = model.sessions.stepper.stats()
