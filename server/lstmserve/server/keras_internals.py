@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import keras
@@ -88,16 +89,31 @@ def functional_graph(keras_model) -> Any:
     return graph
 
 
-def graph_nodes(graph) -> list:
+@dataclass(frozen=True)
+class GraphNode:
+    """One call of a layer (or operation) in a model's graph: what it reads and what it produces."""
+
+    layer: Any
+    inputs: tuple  # the symbolic tensors it reads
+    outputs: tuple  # the symbolic tensors it produces
+    node: Any = field(repr=False)
+
+    def arguments(self, values: dict[int, Any]) -> tuple[tuple, dict]:
+        """The call's arguments with its symbolic tensors replaced by `values` (keyed by id)."""
+        return self.node.arguments.fill_in(values)
+
+
+def graph_nodes(graph) -> list[GraphNode]:
     """The graph's layer calls in an order that computes every input before it is used."""
     by_depth = graph._nodes_by_depth
-    return [node for depth in sorted(by_depth, reverse=True) for node in by_depth[depth]
+    return [GraphNode(node.operation, tuple(node.input_tensors), tuple(node.outputs), node)
+            for depth in sorted(by_depth, reverse=True) for node in by_depth[depth]
             if node.operation is not None and not node.is_input]
 
 
-def node_arguments(node, values: dict[int, Any]) -> tuple[tuple, dict]:
-    """A node's call arguments with its symbolic tensors replaced by `values` (keyed by id)."""
-    return node.arguments.fill_in(values)
+def accepts_training(layer) -> bool:
+    """Whether a layer's call takes `training` (Keras works it out once, privately)."""
+    return bool(getattr(layer, "_call_has_training_arg", False))
 
 
 def get_mask(tensor) -> Any:
@@ -119,7 +135,7 @@ def run_recurrent(layer, sequences, states: list, mask) -> tuple[Any, list]:
     (for the stock cells it is their first state, h)."""
     from keras.src import backend, ops, tree
     cell = layer.cell
-    kwargs = {"training": False} if getattr(cell, "_call_has_training_arg", False) else {}
+    kwargs = {"training": False} if accepts_training(cell) else {}
 
     def step(inputs, step_states):
         x, keep = inputs if mask is not None else (inputs, None)

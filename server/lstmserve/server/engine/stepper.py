@@ -104,12 +104,12 @@ def run_plan(plan: StepPlan, xs: list, state) -> list:
     values = {id(tensor): x for tensor, x in zip(plan.graph.inputs, xs)}
     new_states = []
     for item in plan.nodes:
-        args, kwargs = keras_internals.node_arguments(item.node, values)
+        args, kwargs = item.node.arguments(values)
         if item.slot is not None:
             outputs, states = _run_recurrent(item, args, kwargs, state, batch, steps)
             new_states.extend(tf.reshape(tf.cast(s, tf.float32), [batch, -1]) for s in states)
         else:
-            if getattr(item.layer, "_call_has_training_arg", False):
+            if keras_internals.accepts_training(item.layer):
                 kwargs["training"] = False
             outputs = item.layer(*args, **kwargs)
         flat = outputs if isinstance(outputs, (list, tuple)) else [outputs]

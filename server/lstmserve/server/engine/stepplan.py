@@ -73,7 +73,7 @@ class StateSlot:
 
 @dataclass(frozen=True)
 class PlanNode:
-    node: object  # the Keras graph node
+    node: keras_internals.GraphNode
     layer: object
     region: str  # TIME: run on [batch, k, ...]; STEP: run on [batch * k, ...]
     slot: StateSlot | None = None  # recurrent layers on the time axis
@@ -104,7 +104,7 @@ def plan_steps(keras_model) -> StepPlan:
         regions[id(tensor)] = TIME
     nodes, slots, offset = [], [], 0
     for node in keras_internals.graph_nodes(graph):
-        layer = node.operation
+        layer = node.layer
         region = _region_of(node, layer, regions)
         slot = None
         if region == TIME and isinstance(layer, RECURRENT):
@@ -128,13 +128,13 @@ def _require_time_axis(tensor) -> None:
 
 
 def _region_of(node, layer, regions: dict[int, str]) -> str:
-    inputs = {regions[id(tensor)] for tensor in node.input_tensors}
+    inputs = {regions[id(tensor)] for tensor in node.inputs}
     if inputs == {STEP} or not inputs:
         return STEP  # one value per step: any layer runs on it as on a batch of samples
     if inputs == {TIME, STEP}:
         raise NotSteppable(f"{_named(layer)} combines the sequence with values computed once per sequence "
                            "(as attention over the whole sequence does)")
-    _check_time_layer(layer, len(node.input_tensors[0].shape))
+    _check_time_layer(layer, len(node.inputs[0].shape))
     return TIME
 
 
