@@ -250,6 +250,16 @@ def test_window_session_answers_predict_on_each_window(tmp_path):
     stepped = np.concatenate([r.prediction.outputs["dense"] for r in results[2:]])
     windows = np.stack([raw[end - 9:end] for end in range(9, 31)])
     np.testing.assert_array_equal(stepped, model.predict({"": windows}, Mode.VALUES).outputs["dense"])
+    # prepared=True: prepared steps in, the model's own outputs out, a window of the model's 6 steps
+    prepared_session = SessionManager(registry).create("window", prepared=True)
+    prepared = model.preparation.prepare([raw[None]])[0][0]  # 27 prepared steps from 30 raw ones
+    answer = asyncio.run(prepared_session.step({"": prepared}, Mode.VALUES))
+    assert (answer.answered, prepared_session.keep_steps) == (22, [5])
+    expected = model.predict({"": windows}, Mode.VALUES, prepared=False).outputs["dense"]
+    raw_outputs = model.predict({"": np.stack([prepared[e - 6:e] for e in range(6, 28)])}, Mode.VALUES,
+                                prepared=True).outputs["dense"]
+    np.testing.assert_array_equal(answer.prediction.outputs["dense"], raw_outputs)
+    assert not np.allclose(raw_outputs, expected)  # scaled differences, not passengers
     model.close()
 
 
