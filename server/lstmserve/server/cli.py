@@ -231,12 +231,19 @@ def describe(model) -> dict:
         "sessions": f"{model.sessions.kind}: {model.sessions.reason}"
                     + (f" ({model.sessions.state_bytes} bytes per session)" if model.sessions.kind != "none"
                        else ""),
-        "forecast": (f"feature {model.forecasting.feature}, {model.forecasting.horizon} step(s) per answer"
-                     if model.forecasting and model.forecasting.supported
-                     else f"no: {model.forecasting.reason}" if model.forecasting else "no"),
+        "forecast": _forecast_line(model),
         "compatibility_steps": list(model.compatibility_steps),
         "prediction_on_zeros": {name: out.tolist() for name, out in prediction.outputs.items()},
     }
+
+
+def _forecast_line(model) -> str:
+    support = model.forecasting
+    if support is None or not support.supported:
+        return f"no: {support.reason}" if support is not None else "no"
+    names = model.preparation.raw_features
+    feature = names[support.feature] if support.feature < len(names) else f"feature {support.feature}"
+    return f"{feature}, {support.horizon} step(s) per answer ({support.method(support.horizon + 1)} beyond)"
 
 
 def _as_text(report: dict) -> str:
