@@ -243,7 +243,8 @@ def _forecast_line(model) -> str:
         return f"no: {support.reason}" if support is not None else "no"
     names = model.preparation.raw_features
     feature = names[support.feature] if support.feature < len(names) else f"feature {support.feature}"
-    return f"{feature}, {support.horizon} step(s) per answer ({support.method(support.horizon + 1)} beyond)"
+    beyond = "not beyond it" if support.features > 1 else f"{support.method(support.horizon + 1)} beyond it"
+    return f"{feature}, {support.horizon} step(s) per answer ({beyond})"
 
 
 def _as_text(report: dict) -> str:
