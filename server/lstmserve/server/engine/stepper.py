@@ -12,9 +12,9 @@ steps: a message of k steps from one session runs as k // CHUNK calls of CHUNK s
 single steps, several sessions' messages of k steps as k single steps of all of them, so nothing
 compiles under load (each shape costs about a second of XLA at load).
 
-Measured against a numpy step of the same 2 x LSTM(64) on this 2-core machine (one thread): see
-README, Sessions (XLA is ahead from a few sessions on, and answers one session in about the time of a
-one-step Predict).
+Measured on this 2-core machine (one thread), one step of a 2 x LSTM(64) of 8 features: XLA 0.13 ms at
+1 session and about 1 ms at 256; the same cells in numpy 0.12 ms at 1 and 48 ms at 256. XLA is as quick
+for one session and far ahead for many, and runs the model's own layers, so it is the one path.
 """
 
 from __future__ import annotations
