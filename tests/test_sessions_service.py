@@ -255,6 +255,21 @@ def test_a_session_of_an_unloaded_version_ends_with_a_clear_status(start_server,
         assert server.sessions.count("stacked") == 0
 
 
+def test_a_session_stays_on_its_version_while_new_ones_get_the_latest(start_server, zoo, tmp_path):
+    one = zoo["stacked"]
+    two = load_model(modelzoo.stacked_free(tmp_path / "stacked-2.h5"), "stacked", version="2", engine=ENGINE)
+    server = start_server(one)
+    x = _x(4, seed=8)
+    with Client(f"127.0.0.1:{server.port}") as client:
+        with client.session("stacked") as old:
+            old.step(x[:2])
+            server.registry.add(two)  # a reload: version 2 is now the latest
+            with client.session("stacked") as new:
+                assert (old.info.model.version, new.info.model.version) == ("1", "2")
+                np.testing.assert_array_equal(old.step(x[2:]).last, new.step(x).last)  # same weights
+    two.close()
+
+
 def test_forecast_recursive_equals_predict_fed_its_own_answers(client):
     history = session_models.series()[100:130, 0]
     forecast = client.forecast(history, horizon=5, model="window")
