@@ -77,6 +77,7 @@ class Session:
         self.prepared = prepared
         self.kind = model.sessions.kind
         self.step_specs = step_specs(model, prepared)
+        self._modes = frozenset(model.modes)
         self.position = 0
         self.last_used = time.monotonic()
         self._lock = asyncio.Lock()
@@ -84,7 +85,8 @@ class Session:
 
     async def step(self, inputs: Mapping[str, np.ndarray], mode: Mode) -> StepResult:
         """Run the new steps; InvalidInput (and every other failure) leaves the session untouched."""
-        self.model.require(mode)
+        if mode not in self._modes:
+            self.model.require(mode)
         arrays = check_steps(self.step_specs, inputs, self.model.name, self.max_steps)
         async with self._lock:
             try:
@@ -120,6 +122,7 @@ class Session:
             keep = [max(w - 1, 0) for w in support.windows]
         self._buffers = [np.zeros((0, *s.shape[1:]), s.dtype) for s in self.step_specs]
         self._keep = keep
+        self._plain = self.kind == STATE and len(self.step_specs) == 1 and not self._raw
         self._state = np.zeros(support.state_floats, np.float32) if self.kind == STATE else None
 
     async def _step_window(self, arrays: list[np.ndarray], mode: Mode) -> StepResult:
@@ -136,7 +139,17 @@ class Session:
         self._commit(joined, None, steps)
         return StepResult(prediction, self.position, max(answered, 0), missing)
 
+    async def _step_plain(self, x: np.ndarray, mode: Mode) -> StepResult:
+        """The usual state step: one input, no preparation between the caller and the model."""
+        *outputs, new_state = await self.model.sessions.stepper.predict_async([x[None], self._state[None]])
+        prediction = self.model.shape_outputs([out[0] for out in outputs], mode)
+        self._state = new_state[0].copy()
+        self.position += x.shape[0]
+        return StepResult(prediction, self.position, x.shape[0], 0)
+
     async def _step_state(self, arrays: list[np.ndarray], mode: Mode) -> StepResult:
+        if self._plain:
+            return await self._step_plain(arrays[0], mode)
         support, steps, lag = self.model.sessions, arrays[0].shape[0], self._keep[0]
         joined = [np.concatenate([self._buffers[0], arrays[0]]), *arrays[1:]] if lag else arrays
         answered = max(0, min(steps, len(joined[0]) - lag))
