@@ -15,7 +15,7 @@ PROTOS := $(wildcard protos/lstmserve/v1/*.proto protos/lstmserve/inference/v2/*
 GENERATED := $(patsubst protos/%.proto,client/%_pb2.py,$(PROTOS))
 PYTEST_ARGS ?=
 
-.PHONY: setup serve test test-fast proto check-proto lint demo-models airline-benchmark bench clean
+.PHONY: setup serve test test-fast proto check-proto lint demo-models airline-benchmark airline-forecast bench clean
 
 setup: $(STAMP) $(GENERATED)
 
@@ -67,6 +67,10 @@ test-fast: setup lint
 # The trainer's quality bar on the airline series (prints RMSE next to persistence and seasonal naive).
 airline-benchmark: setup
 	TF_CPP_MIN_LOG_LEVEL=2 $(BIN)/python -m lstmserve.trainer.airline_accuracy
+
+# Twelve-month forecasts through a real server's Forecast, by horizon against seasonal naive (README figures).
+airline-forecast: setup
+	TF_CPP_MIN_LOG_LEVEL=2 $(BIN)/python -m lstmserve.server.bench.airline_forecast --out docs
 
 # The server against its limits (bare gRPC, the model in-process); JSON and PNG in bench-results/.
 bench: setup

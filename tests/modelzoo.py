@@ -39,7 +39,8 @@ def embedding(path: Path) -> Path:
     keras.utils.set_random_seed(5)
     model = keras.Sequential([keras.Input((None,), dtype="int32"),
                               keras.layers.Embedding(50, 8, mask_zero=True),
-                              keras.layers.LSTM(5), keras.layers.Dense(2, activation="softmax")])
+                              keras.layers.LSTM(5),
+                              keras.layers.Dense(2, activation="softmax", name="dense")])
     return save(model, path)
 
 
@@ -74,4 +75,80 @@ def lambda_layer(path: Path) -> Path:
     """A Lambda layer: Python bytecode in the file, refused unless code is allowed."""
     model = keras.Sequential([keras.Input((1, 1)), keras.layers.Lambda(lambda x: x * 2, name="double"),
                               keras.layers.LSTM(2), keras.layers.Dense(1)])
+    return save(model, path)
+
+
+# --- Models for streaming sessions: each a way a graph can (or cannot) be stepped -------------------
+
+def stacked_free(path: Path, features: int = 3) -> Path:
+    """2 x LSTM on free-length sequences: the state session's usual case."""
+    keras.utils.set_random_seed(11)
+    model = keras.Sequential([keras.Input((None, features)), keras.layers.LSTM(6, return_sequences=True),
+                              keras.layers.Dropout(0.3), keras.layers.LSTM(5),
+                              keras.layers.Dense(2, name="dense")])
+    return save(model, path)
+
+
+def gru_sequences(path: Path) -> Path:
+    """GRU (reset_after) -> GRU (reset_after=False) -> SimpleRNN, an output at every step, softmax."""
+    keras.utils.set_random_seed(12)
+    model = keras.Sequential([
+        keras.Input((None, 2)), keras.layers.GRU(5, return_sequences=True),
+        keras.layers.GRU(4, reset_after=False, return_sequences=True),
+        keras.layers.SimpleRNN(3, return_sequences=True),
+        keras.layers.TimeDistributed(keras.layers.Dense(3, activation="softmax"), name="per_step")])
+    return save(model, path)
+
+
+def masked(path: Path) -> Path:
+    """Masking (steps of zeros are skipped) before an LSTM with an output at every step."""
+    keras.utils.set_random_seed(13)
+    model = keras.Sequential([keras.Input((None, 2)), keras.layers.Masking(0.0),
+                              keras.layers.LSTM(4, return_sequences=True),
+                              keras.layers.Dense(1, name="per_step")])
+    return save(model, path)
+
+
+def two_sequences(path: Path) -> Path:
+    """Functional: two sequence inputs joined per step, a per-step head and a final head."""
+    keras.utils.set_random_seed(14)
+    a, b = keras.Input((None, 2), name="a"), keras.Input((None, 3), name="b")
+    joined = keras.layers.Concatenate()([keras.layers.Dense(4, activation="relu")(a), b])
+    seq = keras.layers.LSTM(5, return_sequences=True, name="encoder")(joined)
+    last = keras.layers.GRU(3, name="summary")(keras.layers.Add()([seq, keras.layers.Dense(5)(joined)]))
+    per_step = keras.layers.TimeDistributed(keras.layers.Dense(1), name="per_step")(seq)
+    final = keras.layers.Dense(2, activation="sigmoid", name="final")(last)
+    return save(keras.Model([a, b], [per_step, final]), path)
+
+
+def encoder_decoder(path: Path) -> Path:
+    """LSTM encoder -> RepeatVector -> LSTM decoder: a 3-step horizon from each prefix."""
+    keras.utils.set_random_seed(15)
+    model = keras.Sequential([keras.Input((None, 1)), keras.layers.LSTM(6), keras.layers.RepeatVector(3),
+                              keras.layers.LSTM(4, return_sequences=True),
+                              keras.layers.TimeDistributed(keras.layers.Dense(1), name="horizon")])
+    return save(model, path)
+
+
+def stateful(path: Path) -> Path:
+    """stateful=True, saved for one row at a time: the classic one-step-at-a-time LSTM."""
+    keras.utils.set_random_seed(16)
+    model = keras.Sequential([keras.Input(batch_shape=(1, 1, 2)), keras.layers.LSTM(4, stateful=True),
+                              keras.layers.Dense(1)])
+    return save(model, path)
+
+
+def bidirectional(path: Path, timesteps: int | None = None) -> Path:
+    """Needs the future: window sessions when timesteps are fixed, none when they are free."""
+    keras.utils.set_random_seed(17)
+    model = keras.Sequential([keras.Input((timesteps, 2)),
+                              keras.layers.Bidirectional(keras.layers.LSTM(3), name="bidirectional"),
+                              keras.layers.Dense(1)])
+    return save(model, path)
+
+
+def pooled(path: Path) -> Path:
+    keras.utils.set_random_seed(18)
+    model = keras.Sequential([keras.Input((None, 2)), keras.layers.LSTM(3, return_sequences=True),
+                              keras.layers.GlobalAveragePooling1D(name="pool"), keras.layers.Dense(1)])
     return save(model, path)

@@ -44,3 +44,24 @@ def test_quick_bench_writes_json_table_and_plot(tmp_path):
     assert "import tensorflow, keras" in footprint["startup"] and "model 'seed'" in footprint["startup"]
     assert "start-up: SERVING" in done.stdout and "resident memory:" in done.stdout
     assert (tmp_path / "bench.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_quick_sessions_scenario_measures_streams_against_their_limits(tmp_path):
+    done = subprocess.run(
+        [sys.executable, "-m", "lstmserve.client.cli", "bench", "--quick", "--models", "sessions",
+         "--out", str(tmp_path)], capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "== sessions: 2 x LSTM(64), 8 features" in done.stdout
+    result = json.loads((tmp_path / "bench.json").read_text())["sessions"]
+    phases = result["phases"]
+    assert set(phases) == {"floor_streams", "server_streams", "predict_500_steps", "floor_one_stream",
+                           "server_one_stream", "predict_1_step", "memory"}
+    for name, phase in phases.items():
+        if name != "memory":
+            assert phase["answers_per_s"] > 0 and phase["errors"] == 0, (name, phase)
+    assert phases["server_streams"]["server_cpu_ms_per_answer"] > 0  # read from the server's /proc
+    assert phases["memory"]["sessions"] == 50
+    assert {v["target"] for v in result["verdicts"]} == {
+        "steps/s at 256 sessions vs transport floor", "errors",
+        "steps/s at 256 sessions vs stateless Predict of 500 steps",
+        "p50 of one step at 1 session vs a 1-step Predict"}

@@ -80,7 +80,10 @@ def test_the_service_config_retries_failed_predictions_round_robin():
     config = config_of(channel_spec("localhost:8500"))
     assert config["loadBalancingConfig"] == [{"round_robin": {}}]
     (method,) = config["methodConfig"]
-    assert method["name"] == [{"service": PREDICTION_SERVICE}]
+    # Predictions, session creation and forecasts are retried; a step changes its session, so never.
+    assert method["name"] == [{"service": PREDICTION_SERVICE},
+                              {"service": "lstmserve.v1.SessionService", "method": "CreateSession"},
+                              {"service": "lstmserve.v1.SessionService", "method": "Forecast"}]
     assert set(method["retryPolicy"]["retryableStatusCodes"]) == {"UNAVAILABLE", "CANCELLED"}
     assert options["grpc.enable_retries"] == 1
     assert options["grpc.keepalive_time_ms"] >= 300_000  # gRPC servers' default minimum ping interval

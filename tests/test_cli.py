@@ -72,6 +72,16 @@ def test_predict_from_the_shell_in_three_modes(served_demo):
     assert "FAILED_PRECONDITION: model 'seed' output 'dense' has a linear activation" in refused.stderr
 
 
+def test_forecast_from_the_shell_says_why_a_model_cannot(served_demo):
+    refused = run("forecast", "--target", served_demo, "--model", "seed", "--horizon", "3", "[0.1, 0.2]",
+                  check=False)
+    assert refused.returncode == 1
+    assert "FAILED_PRECONDITION" in refused.stderr and "does not declare" in refused.stderr
+    too_far = run("forecast", "--target", served_demo, "--model", "seed", "--horizon", "0", "[0.1]",
+                  check=False)
+    assert too_far.returncode == 1 and "horizon is 0; expected 1..1000" in too_far.stderr
+
+
 def test_predict_reads_npy_files(served_demo, tmp_path):
     path = tmp_path / "x.npy"
     np.save(path, np.zeros((2, 1, 1), np.float32))

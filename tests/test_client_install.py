@@ -29,6 +29,9 @@ def test_client_only_venv_calls_the_server(tmp_path, demo_server):
         from lstmserve.client import Client
         with Client("127.0.0.1:{demo_server.port}", model="seed") as client:
             y = client.predict(np.array([0.0, 0.1, 0.2, 0.3, 0.4]).reshape(5, 1, 1))
+            with client.session() as session:  # a window session of one step: Predict on that step
+                step = session.step(np.array([[0.3]]))
+        assert np.allclose(step.last, y[3]), (step.last, y[3])
         assert "tensorflow" not in sys.modules and "keras" not in sys.modules
         print(y.shape)
     """)
@@ -37,4 +40,4 @@ def test_client_only_venv_calls_the_server(tmp_path, demo_server):
     assert result.stdout.strip() == "(5, 1)"
     cli = subprocess.run([str(venv / "bin" / "lstmserve"), "--help"], capture_output=True, text=True)
     commands = {line.split()[0] for line in cli.stdout.splitlines() if line.startswith("    ")}
-    assert commands == {"models", "predict"}, cli.stdout
+    assert commands == {"forecast", "models", "predict"}, cli.stdout

@@ -44,6 +44,9 @@ def test_airline_trained_on_96_months_forecasts_the_rest_in_passengers(tmp_path,
         meta = client.metadata("airline")
         model_space = client.predict(Preparation.from_metadata(
             serving_metadata(model)["preparation"]).prepare([raw])[0], prepared=True)
+        twelve = client.forecast(passengers[:96], horizon=12)  # the trainer's model declares a forecast
+        with client.session() as session:  # a window session: Predict on the last 18 raw months
+            stepped = session.step(passengers[:97, None])
     rmse = np.sqrt(np.mean((forecasts - passengers[targets]) ** 2))
     persistence = np.sqrt(np.mean((passengers[targets - 1] - passengers[targets]) ** 2))
     assert rmse <= persistence / 2, f"RMSE {rmse:.2f}; persistence {persistence:.2f}"
@@ -54,6 +57,12 @@ def test_airline_trained_on_96_months_forecasts_the_rest_in_passengers(tmp_path,
     assert json.loads(meta.training_json)["data"]["rows"] == 96
     assert np.abs(model_space).max() < 10  # prepared=True: the model's own scaled differences
     assert not np.allclose(model_space[:, 0], forecasts)
+    assert serving_metadata(model)["forecast"] == {"feature": "Passengers", "horizon": 1}
+    assert meta.forecast.supported and meta.forecast.feature == "Passengers"
+    assert meta.sessions.kind == 2 and meta.sessions.steps_before_first_answer == 17  # window of 18
+    assert twelve.shape == (12,) and np.sqrt(np.mean((twelve - passengers[96:108]) ** 2)) < 50
+    assert stepped.answered == 80 and stepped.missing == 0  # months 18..97 each end a full window
+    np.testing.assert_allclose(stepped.last[0], forecasts[0], rtol=1e-5)  # month 98, as Predict said
 
 
 def test_classifier_on_shipped_runs_answers_label_strings_and_probabilities(tmp_path, start_server):

@@ -8,14 +8,18 @@ from typing import Any
 import grpc
 
 from lstmserve.client import _messages as msg
+from lstmserve.client import _sessions as ses
+from lstmserve.client.aio_sessions import AsyncSession
 from lstmserve.client.channel import DEFAULT_TARGET, Pem, Target, channel_spec
 from lstmserve.client.client import DEFAULT_TIMEOUT_S, LOAD_TIMEOUT_S
 from lstmserve.client.errors import LstmserveError
+from lstmserve.client.tensors import from_tensor
 from lstmserve.v1 import model_pb2 as mpb
 from lstmserve.v1 import model_service_pb2 as msp
 from lstmserve.v1 import model_service_pb2_grpc as msp_grpc
 from lstmserve.v1 import prediction_service_pb2 as pb
 from lstmserve.v1 import prediction_service_pb2_grpc as pb_grpc
+from lstmserve.v1 import session_service_pb2_grpc as spb_grpc
 
 
 class AsyncClient:
@@ -40,6 +44,7 @@ class AsyncClient:
         self._channel = spec.open_aio()
         self._stub = pb_grpc.PredictionServiceStub(self._channel)
         self._models = msp_grpc.ModelServiceStub(self._channel)
+        self._sessions = spb_grpc.SessionServiceStub(self._channel)
         self._health = self._channel.unary_unary(msg.HEALTH_CHECK)
 
     async def predict(self, x: msg.Inputs, *, model: str | None = None,
@@ -63,6 +68,28 @@ class AsyncClient:
         response = await self._predict(x, mpb.PREDICTION_MODE_PROBABILITIES, model, version, label,
                                        prepared, timeout)
         return msg.read_outputs(response)
+
+    def session(self, model: str | None = None, *, version: str | None = None, prepared: bool = False,
+                stream: bool = True, timeout: float | None = None) -> AsyncSession:
+        """`async with client.session("m") as s: await s.step(x)` (or `s = await client.session("m")`)."""
+        return AsyncSession(self._sessions, model or self.model, version=version, prepared=prepared,
+                            stream=stream, timeout=self.timeout if timeout is None else timeout,
+                            metadata=self._metadata)
+
+    async def stream(self, steps, model: str | None = None, *, mode: str = "values", labels: bool = False,
+                     version: str | None = None, prepared: bool = False):
+        """One session over an iterable or async iterable of step messages; yields answers in order."""
+        async with self.session(model, version=version, prepared=prepared) as session:
+            async for result in session.stream(steps, mode=mode, labels=labels):
+                yield result
+
+    async def forecast(self, history, horizon: int, *, model: str | None = None,
+                       version: str | None = None, timeout: float | None = None):
+        array, squeeze = ses.history_array(history)
+        request = ses.forecast_request(array, horizon, model or self.model, version)
+        response = await self._call(self._sessions.Forecast, request, timeout)
+        values = from_tensor(response.forecast, "forecast")
+        return values[0] if squeeze else values
 
     async def metadata(self, model: str | None = None, *, version: msg.Version | None = None,
                        label: str | None = None, timeout: float | None = None) -> mpb.ModelMetadata:

@@ -37,6 +37,11 @@ RETRY_POLICY = {
     "retryableStatusCodes": ["UNAVAILABLE", "CANCELLED"],
 }
 RETRY_THROTTLING = {"maxTokens": 100, "tokenRatio": 0.1}
+# Creating a session and forecasting change nothing a retry could repeat (an UNAVAILABLE or CANCELLED
+# call created no session); a step changes its session, so steps are never retried.
+SESSION_SERVICE = "lstmserve.v1.SessionService"
+RETRIED = [{"service": PREDICTION_SERVICE}, {"service": SESSION_SERVICE, "method": "CreateSession"},
+           {"service": SESSION_SERVICE, "method": "Forecast"}]
 
 DEFAULT_OPTIONS: dict[str, Any] = {
     "grpc.max_send_message_length": MAX_MESSAGE_BYTES,
@@ -62,7 +67,7 @@ def service_config(health_check: bool) -> str:
     """
     config: dict[str, Any] = {
         "loadBalancingConfig": [{"round_robin": {}}],
-        "methodConfig": [{"name": [{"service": PREDICTION_SERVICE}], "retryPolicy": RETRY_POLICY}],
+        "methodConfig": [{"name": RETRIED, "retryPolicy": RETRY_POLICY}],
         "retryThrottling": RETRY_THROTTLING,
     }
     if health_check:

@@ -56,6 +56,41 @@ def register_predict(commands: argparse._SubParsersAction) -> None:
     parser.set_defaults(run=run_predict)
 
 
+def register_forecast(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser(
+        "forecast", help="forecast several steps ahead on a running server",
+        description="Send a history (raw observations, oldest first) and print the next --horizon values "
+                    "as JSON, in the history's units. For models whose file declares a forecast.")
+    parser.add_argument("data", nargs="?", help="history as JSON: [v, ...] for one feature, "
+                        "[[v, ...], ...] as [timesteps, features]")
+    parser.add_argument("--file", type=Path, help="history from a .npy, .json or .csv file")
+    parser.add_argument("--horizon", type=int, required=True, help="steps ahead")
+    parser.add_argument("--column", type=int, help="of a .csv history, only this column (0-based)")
+    parser.add_argument("--model", help="model name (optional when the server holds one model)")
+    parser.add_argument("--version", help="model version (default: latest)")
+    add_connection_options(parser, 10.0)
+    parser.set_defaults(run=run_forecast, shape=None, dtype="float32")
+
+
+def run_forecast(args: argparse.Namespace) -> int:
+    try:
+        history = _read_input(args)
+        if args.column is not None:
+            history = history[:, args.column]
+        client = client_from_args(args)
+    except (OSError, ValueError, TypeError, IndexError) as error:
+        print(f"lstmserve forecast: cannot read the history: {error}", file=sys.stderr)
+        return 2
+    try:
+        with client:
+            values = client.forecast(history, args.horizon, model=args.model, version=args.version)
+    except LstmserveError as error:
+        print(f"lstmserve forecast: {error}", file=sys.stderr)
+        return 1
+    print(json.dumps(values.tolist()))
+    return 0
+
+
 def add_connection_options(parser: argparse.ArgumentParser, timeout: float) -> None:
     """--target, --timeout, TLS and token: how a command reaches the server."""
     parser.add_argument("--target", action="append", metavar="ADDRESS",

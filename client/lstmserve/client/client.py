@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 import grpc
+import numpy as np
 
 from lstmserve.client import _messages as msg
+from lstmserve.client import _sessions as ses
 from lstmserve.client.channel import DEFAULT_TARGET, Pem, Target, channel_spec
 from lstmserve.client.errors import LstmserveError
+from lstmserve.client.sessions import Session
+from lstmserve.client.tensors import from_tensor
 from lstmserve.v1 import model_pb2 as mpb
 from lstmserve.v1 import model_service_pb2 as msp
 from lstmserve.v1 import model_service_pb2_grpc as msp_grpc
 from lstmserve.v1 import prediction_service_pb2 as pb
 from lstmserve.v1 import prediction_service_pb2_grpc as pb_grpc
+from lstmserve.v1 import session_service_pb2_grpc as spb_grpc
 
 DEFAULT_TIMEOUT_S = 10.0
 # Loading compiles and warms a model: seconds, a minute for a large one on a busy machine.
@@ -51,6 +56,7 @@ class Client:
         self._channel = channel or spec.open()
         self._stub = pb_grpc.PredictionServiceStub(self._channel)
         self._models = msp_grpc.ModelServiceStub(self._channel)
+        self._sessions = spb_grpc.SessionServiceStub(self._channel)
         self._health = self._channel.unary_unary(
             msg.HEALTH_CHECK, request_serializer=None, response_deserializer=None
         )
@@ -80,6 +86,34 @@ class Client:
             x, mpb.PREDICTION_MODE_PROBABILITIES, model, version, label, prepared, timeout
         )
         return msg.read_outputs(response)
+
+    def session(self, model: str | None = None, *, version: str | None = None, prepared: bool = False,
+                stream: bool = True, timeout: float | None = None) -> Session:
+        """A streaming session: `with client.session("m") as s: s.step(x)` sends only new steps.
+
+        One stream by default (one server, ended with the stream); `stream=False` uses unary calls with
+        the session's id. `timeout` bounds each unary call (a stream lives as long as the session)."""
+        return Session(self._sessions, model or self.model, version=version, prepared=prepared,
+                       stream=stream, timeout=self.timeout if timeout is None else timeout,
+                       metadata=self._metadata)
+
+    def stream(self, steps: Iterable[msg.Inputs], model: str | None = None, *, mode: str = "values",
+               labels: bool = False, version: str | None = None,
+               prepared: bool = False) -> Iterator[ses.StepResult]:
+        """One session over an iterable of step messages: yields each message's answer, in order,
+        without a round trip between steps; the session ends when the iterable (or the caller) does."""
+        with self.session(model, version=version, prepared=prepared) as session:
+            yield from session.stream(steps, mode=mode, labels=labels)
+
+    def forecast(self, history, horizon: int, *, model: str | None = None, version: str | None = None,
+                 timeout: float | None = None) -> np.ndarray:
+        """`horizon` steps after `history` in its units: [T] or [T, features] gives [horizon];
+        [batch, T, features] gives [batch, horizon]. For models whose file declares a forecast."""
+        array, squeeze = ses.history_array(history)
+        request = ses.forecast_request(array, horizon, model or self.model, version)
+        response = self._call(self._sessions.Forecast, request, timeout)
+        values = from_tensor(response.forecast, "forecast")
+        return values[0] if squeeze else values
 
     def metadata(self, model: str | None = None, *, version: msg.Version | None = None,
                  label: str | None = None, timeout: float | None = None) -> mpb.ModelMetadata:

@@ -25,17 +25,19 @@ _sym_db = _symbol_database.Default()
 from lstmserve.v1 import tensor_pb2 as lstmserve_dot_v1_dot_tensor__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18lstmserve/v1/model.proto\x12\x0clstmserve.v1\x1a\x19lstmserve/v1/tensor.proto\"A\n\tModelSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x15\n\rversion_label\x18\x03 \x01(\t\"\x97\x01\n\nOutputSpec\x12(\n\x06tensor\x18\x01 \x01(\x0b\x32\x18.lstmserve.v1.TensorSpec\x12\x12\n\nactivation\x18\x02 \x01(\t\x12\x35\n\x0fsupported_modes\x18\x03 \x03(\x0e\x32\x1c.lstmserve.v1.PredictionMode\x12\x14\n\x0c\x63lass_labels\x18\x04 \x03(\t\"J\n\x0fPreparationStep\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x10\n\x08\x66\x65\x61tures\x18\x02 \x03(\t\x12\x17\n\x0fparameters_json\x18\x03 \x01(\t\"\xb8\x01\n\x0bPreparation\x12\x32\n\x0binput_steps\x18\x01 \x03(\x0b\x32\x1d.lstmserve.v1.PreparationStep\x12\x33\n\x0coutput_steps\x18\x02 \x03(\x0b\x32\x1d.lstmserve.v1.PreparationStep\x12\x15\n\rraw_timesteps\x18\x03 \x01(\x03\x12\x14\n\x0craw_features\x18\x04 \x03(\t\x12\x13\n\x0b\x64\x65scription\x18\x05 \x01(\t\"\xe7\x02\n\rModelMetadata\x12&\n\x05model\x18\x01 \x01(\x0b\x32\x17.lstmserve.v1.ModelSpec\x12$\n\x04task\x18\x02 \x01(\x0e\x32\x16.lstmserve.v1.TaskKind\x12(\n\x06inputs\x18\x03 \x03(\x0b\x32\x18.lstmserve.v1.TensorSpec\x12)\n\x07outputs\x18\x04 \x03(\x0b\x32\x18.lstmserve.v1.OutputSpec\x12.\n\x0bpreparation\x18\x05 \x01(\x0b\x32\x19.lstmserve.v1.Preparation\x12\x15\n\rkeras_version\x18\x06 \x01(\t\x12\x0f\n\x07\x62\x61\x63kend\x18\x07 \x01(\t\x12\x0e\n\x06sha256\x18\x08 \x01(\t\x12\x17\n\x0f\x66ile_size_bytes\x18\t \x01(\x03\x12\x1b\n\x13\x63ompatibility_steps\x18\n \x03(\t\x12\x15\n\rtraining_json\x18\x0b \x01(\t*\x8d\x01\n\x0ePredictionMode\x12\x1f\n\x1bPREDICTION_MODE_UNSPECIFIED\x10\x00\x12\x1a\n\x16PREDICTION_MODE_VALUES\x10\x01\x12\x1b\n\x17PREDICTION_MODE_CLASSES\x10\x02\x12!\n\x1dPREDICTION_MODE_PROBABILITIES\x10\x03*]\n\x08TaskKind\x12\x19\n\x15TASK_KIND_UNSPECIFIED\x10\x00\x12\x18\n\x14TASK_KIND_REGRESSION\x10\x01\x12\x1c\n\x18TASK_KIND_CLASSIFICATION\x10\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18lstmserve/v1/model.proto\x12\x0clstmserve.v1\x1a\x19lstmserve/v1/tensor.proto\"A\n\tModelSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x15\n\rversion_label\x18\x03 \x01(\t\"\x97\x01\n\nOutputSpec\x12(\n\x06tensor\x18\x01 \x01(\x0b\x32\x18.lstmserve.v1.TensorSpec\x12\x12\n\nactivation\x18\x02 \x01(\t\x12\x35\n\x0fsupported_modes\x18\x03 \x03(\x0e\x32\x1c.lstmserve.v1.PredictionMode\x12\x14\n\x0c\x63lass_labels\x18\x04 \x03(\t\"J\n\x0fPreparationStep\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x10\n\x08\x66\x65\x61tures\x18\x02 \x03(\t\x12\x17\n\x0fparameters_json\x18\x03 \x01(\t\"\xb8\x01\n\x0bPreparation\x12\x32\n\x0binput_steps\x18\x01 \x03(\x0b\x32\x1d.lstmserve.v1.PreparationStep\x12\x33\n\x0coutput_steps\x18\x02 \x03(\x0b\x32\x1d.lstmserve.v1.PreparationStep\x12\x15\n\rraw_timesteps\x18\x03 \x01(\x03\x12\x14\n\x0craw_features\x18\x04 \x03(\t\x12\x13\n\x0b\x64\x65scription\x18\x05 \x01(\t\"\xb5\x01\n\x0eSessionSupport\x12\'\n\x04kind\x18\x01 \x01(\x0e\x32\x19.lstmserve.v1.SessionKind\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12!\n\x19steps_before_first_answer\x18\x03 \x01(\x03\x12\x13\n\x0bstate_bytes\x18\x04 \x01(\x03\x12\x14\n\x0cmax_sessions\x18\x05 \x01(\x03\x12\x1c\n\x14idle_timeout_seconds\x18\x06 \x01(\x01\"q\n\x0f\x46orecastSupport\x12\x11\n\tsupported\x18\x01 \x01(\x08\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x0f\n\x07\x66\x65\x61ture\x18\x03 \x01(\t\x12\x15\n\rmodel_horizon\x18\x04 \x01(\x03\x12\x13\n\x0bmax_horizon\x18\x05 \x01(\x03\"\xc8\x03\n\rModelMetadata\x12&\n\x05model\x18\x01 \x01(\x0b\x32\x17.lstmserve.v1.ModelSpec\x12$\n\x04task\x18\x02 \x01(\x0e\x32\x16.lstmserve.v1.TaskKind\x12(\n\x06inputs\x18\x03 \x03(\x0b\x32\x18.lstmserve.v1.TensorSpec\x12)\n\x07outputs\x18\x04 \x03(\x0b\x32\x18.lstmserve.v1.OutputSpec\x12.\n\x0bpreparation\x18\x05 \x01(\x0b\x32\x19.lstmserve.v1.Preparation\x12\x15\n\rkeras_version\x18\x06 \x01(\t\x12\x0f\n\x07\x62\x61\x63kend\x18\x07 \x01(\t\x12\x0e\n\x06sha256\x18\x08 \x01(\t\x12\x17\n\x0f\x66ile_size_bytes\x18\t \x01(\x03\x12\x1b\n\x13\x63ompatibility_steps\x18\n \x03(\t\x12\x15\n\rtraining_json\x18\x0b \x01(\t\x12.\n\x08sessions\x18\x0c \x01(\x0b\x32\x1c.lstmserve.v1.SessionSupport\x12/\n\x08\x66orecast\x18\r \x01(\x0b\x32\x1d.lstmserve.v1.ForecastSupport*\x8d\x01\n\x0ePredictionMode\x12\x1f\n\x1bPREDICTION_MODE_UNSPECIFIED\x10\x00\x12\x1a\n\x16PREDICTION_MODE_VALUES\x10\x01\x12\x1b\n\x17PREDICTION_MODE_CLASSES\x10\x02\x12!\n\x1dPREDICTION_MODE_PROBABILITIES\x10\x03*]\n\x08TaskKind\x12\x19\n\x15TASK_KIND_UNSPECIFIED\x10\x00\x12\x18\n\x14TASK_KIND_REGRESSION\x10\x01\x12\x1c\n\x18TASK_KIND_CLASSIFICATION\x10\x02*s\n\x0bSessionKind\x12\x1c\n\x18SESSION_KIND_UNSPECIFIED\x10\x00\x12\x15\n\x11SESSION_KIND_NONE\x10\x01\x12\x17\n\x13SESSION_KIND_WINDOW\x10\x02\x12\x16\n\x12SESSION_KIND_STATE\x10\x03\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'lstmserve.v1.model_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_PREDICTIONMODE']._serialized_start=916
-  _globals['_PREDICTIONMODE']._serialized_end=1057
-  _globals['_TASKKIND']._serialized_start=1059
-  _globals['_TASKKIND']._serialized_end=1152
+  _globals['_PREDICTIONMODE']._serialized_start=1312
+  _globals['_PREDICTIONMODE']._serialized_end=1453
+  _globals['_TASKKIND']._serialized_start=1455
+  _globals['_TASKKIND']._serialized_end=1548
+  _globals['_SESSIONKIND']._serialized_start=1550
+  _globals['_SESSIONKIND']._serialized_end=1665
   _globals['_MODELSPEC']._serialized_start=69
   _globals['_MODELSPEC']._serialized_end=134
   _globals['_OUTPUTSPEC']._serialized_start=137
@@ -44,6 +46,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_PREPARATIONSTEP']._serialized_end=364
   _globals['_PREPARATION']._serialized_start=367
   _globals['_PREPARATION']._serialized_end=551
-  _globals['_MODELMETADATA']._serialized_start=554
-  _globals['_MODELMETADATA']._serialized_end=913
+  _globals['_SESSIONSUPPORT']._serialized_start=554
+  _globals['_SESSIONSUPPORT']._serialized_end=735
+  _globals['_FORECASTSUPPORT']._serialized_start=737
+  _globals['_FORECASTSUPPORT']._serialized_end=850
+  _globals['_MODELMETADATA']._serialized_start=853
+  _globals['_MODELMETADATA']._serialized_end=1309
 # @@protoc_insertion_point(module_scope)

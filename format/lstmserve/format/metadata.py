@@ -49,7 +49,29 @@ def parse_serving_metadata(text: str) -> dict[str, Any]:
     if len(json.dumps(metadata.get("training", {}))) > MAX_TRAINING_JSON_CHARS:
         raise FormatError(f"metadata 'training' is longer than {MAX_TRAINING_JSON_CHARS:,} characters of "
                           "JSON; it is provenance, not data")
+    _check_forecast(metadata.get("forecast"))
     return metadata
+
+
+def declare_forecast(path: str | Path, feature: str | int = 0, horizon: int = 1) -> None:
+    """Say that the model in `path` forecasts: its output is the next `horizon` values of input `feature`
+    (a raw feature's name, or its index). The server's Forecast serves only models that say so."""
+    with h5py.File(path, "r") as h5:
+        text = h5.attrs.get(METADATA_ATTR)
+    metadata = parse_serving_metadata(text if isinstance(text, str) else (text or b"{}").decode())
+    write_serving_metadata(path, {k: v for k, v in metadata.items() if k != "format"}
+                           | {"forecast": {"feature": feature, "horizon": horizon}})
+
+
+def _check_forecast(block: Any) -> None:
+    """{"feature": name or index, "horizon": steps}: the output is the next values of that input feature."""
+    if block is None:
+        return
+    feature, horizon = (block.get("feature"), block.get("horizon")) if isinstance(block, dict) else (0, 0)
+    if (not isinstance(feature, (str, int)) or isinstance(feature, bool) or type(horizon) is not int
+            or not 0 < horizon <= 100_000):
+        raise FormatError("metadata 'forecast' must be {\"feature\": name or index, \"horizon\": 1..100000}; "
+                          f"got {block!r:.100}")
 
 
 def _check_labels(labels: Any) -> None:

@@ -30,6 +30,7 @@ def register_serve(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--workers", type=int, default=32,
                         help="threads for handlers that are not coroutines (calls run on one event loop)")
     _add_batching_options(parser)
+    _add_session_options(parser)
     _add_load_options(parser)
     _add_security_options(parser)
     _add_operations_options(parser)
@@ -54,6 +55,23 @@ def _add_batching_options(parser: argparse.ArgumentParser) -> None:
                         "(0: run whatever is queued as soon as the model is free)")
     parser.add_argument("--queue-capacity", type=int, default=1024,
                         help="requests waiting per model before new ones get RESOURCE_EXHAUSTED")
+
+
+def _add_session_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--session-idle-seconds", type=float, default=60.0,
+                        help="a streaming session ends after this long without a call (default 60)")
+    parser.add_argument("--max-sessions", type=int, default=10_000,
+                        help="most open sessions per model; more get RESOURCE_EXHAUSTED (default 10000)")
+    parser.add_argument("--max-horizon", type=int, default=1_000,
+                        help="most steps one Forecast may ask for (default 1000)")
+    parser.add_argument("--max-steps-per-message", type=int, default=10_000,
+                        help="most steps one session message (or Forecast history) may carry (default 10000)")
+
+
+def _session_limits(args: argparse.Namespace):
+    from lstmserve.server.serving.sessions import SessionLimits
+    return SessionLimits(args.session_idle_seconds, args.max_sessions, args.max_horizon,
+                         args.max_steps_per_message)
 
 
 def _engine_config(args: argparse.Namespace):
@@ -274,7 +292,8 @@ def run_serve(args: argparse.Namespace) -> int:
         repository, control = _model_repository(args, observer.metrics)
         security = _security(args, observer)
         running = create_server(repository.registry, _address(args.host, args.port), args.workers,
-                                control=control, observer=observer, **security)
+                                control=control, observer=observer,
+                                sessions=_session_limits(args), **security)
     except (ValueError, ModelLoadError, OSError, RuntimeError) as error:
         print(f"lstmserve serve: {error}", file=sys.stderr)
         return 2
@@ -372,9 +391,23 @@ def describe(model) -> dict:
                     f"modes={[m.value for m in h.modes]} labels={list(h.labels)}"
                     for h in model.heads],
         "preparation": model.preparation.describe(),
+        "sessions": f"{model.sessions.kind}: {model.sessions.reason}"
+                    + (f" ({model.sessions.state_bytes} bytes per session)" if model.sessions.kind != "none"
+                       else ""),
+        "forecast": _forecast_line(model),
         "compatibility_steps": list(model.compatibility_steps),
         "prediction_on_zeros": {name: out.tolist() for name, out in prediction.outputs.items()},
     }
+
+
+def _forecast_line(model) -> str:
+    support = model.forecasting
+    if support is None or not support.supported:
+        return f"no: {support.reason}" if support is not None else "no"
+    names = model.preparation.raw_features
+    feature = names[support.feature] if support.feature < len(names) else f"feature {support.feature}"
+    beyond = "not beyond it" if support.features > 1 else f"{support.method(support.horizon + 1)} beyond it"
+    return f"{feature}, {support.horizon} step(s) per answer ({beyond})"
 
 
 def _as_text(report: dict) -> str:

@@ -53,3 +53,15 @@ class UnsafeModelError(ModelLoadError):
 
 class UntestedVersion(RuntimeError):
     """The installed Keras or TensorFlow is outside the versions whose private APIs were checked."""
+
+
+class SessionNotFound(ServingError):
+    """No session of that id: never created here, ended, or expired."""
+
+
+class CannotStep(ServingError):
+    """The model cannot keep sessions (a layer needs whole sequences), or cannot forecast; says why."""
+
+
+class SessionModelGone(ServingError):
+    """The model version a session is pinned to has been unloaded; the session has ended with it."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import keras
@@ -87,3 +88,83 @@ def serialization_registry() -> dict[str, dict[str, Any]]:
         ("activations", activations), ("dtype_policies", dtype_policies))}
     registry["layers"] = dict(vars(layer_modules))
     return registry
+
+
+# --- Stepping a model (engine/stepplan.py, engine/stepper.py) ---------------------------------------
+# Keras keeps a model's graph, a tensor's mask and the recurrent loop in private places; stepping a
+# session walks the graph itself and runs each recurrent layer's own loop from a given state.
+
+def functional_graph(keras_model) -> Any:
+    """The Functional graph behind a model (a built Sequential keeps one inside)."""
+    graph = getattr(keras_model, "_functional", None) if isinstance(keras_model, keras.Sequential) else None
+    graph = graph or keras_model
+    if not hasattr(graph, "_nodes_by_depth"):
+        raise TypeError(f"{type(keras_model).__name__} has no graph of layers (a subclassed model?)")
+    return graph
+
+
+@dataclass(frozen=True)
+class GraphNode:
+    """One call of a layer (or operation) in a model's graph: what it reads and what it produces."""
+
+    layer: Any
+    inputs: tuple  # the symbolic tensors it reads
+    outputs: tuple  # the symbolic tensors it produces
+    node: Any = field(repr=False)
+
+    def arguments(self, values: dict[int, Any]) -> tuple[tuple, dict]:
+        """The call's arguments with its symbolic tensors replaced by `values` (keyed by id)."""
+        return self.node.arguments.fill_in(values)
+
+
+def graph_nodes(graph) -> list[GraphNode]:
+    """The graph's layer calls in an order that computes every input before it is used."""
+    by_depth = graph._nodes_by_depth
+    return [GraphNode(node.operation, tuple(node.input_tensors), tuple(node.outputs), node)
+            for depth in sorted(by_depth, reverse=True) for node in by_depth[depth]
+            if node.operation is not None and not node.is_input]
+
+
+def accepts_training(layer) -> bool:
+    """Whether a layer's call takes `training` (Keras works it out once, privately)."""
+    return bool(getattr(layer, "_call_has_training_arg", False))
+
+
+def get_mask(tensor) -> Any:
+    from keras.src import backend
+    return backend.get_keras_mask(tensor)
+
+
+def set_mask(tensor, mask) -> None:
+    from keras.src import backend
+    backend.set_keras_mask(tensor, mask)
+
+
+def run_recurrent(layer, sequences, states: list, mask) -> tuple[Any, list]:
+    """Every step's output [batch, time, units] and the final states of a recurrent layer started from
+    `states`: the cell's own call in Keras's own loop (backend.rnn, as RNN.inner_loop runs it), asked for
+    all outputs where a layer without return_sequences keeps only the last. A masked step keeps the
+    states and repeats the last output (zeros with zero_output_for_mask), as Keras does; the mask is
+    applied here because Keras's loop would repeat its own zeros, not the previous chunk's last output
+    (for the stock cells it is their first state, h)."""
+    from keras.src import backend, ops, tree
+    cell = layer.cell
+    kwargs = {"training": False} if accepts_training(cell) else {}
+
+    def step(inputs, step_states):
+        x, keep = inputs if mask is not None else (inputs, None)
+        output, new_states = cell(x, step_states, **kwargs)
+        new_states = list(new_states) if tree.is_nested(new_states) else [new_states]
+        if keep is None:
+            return output, new_states
+        keep = keep > 0
+        carried = ops.zeros_like(output) if layer.zero_output_for_mask else step_states[0]
+        return (ops.where(keep, output, carried),
+                [ops.where(keep, new, old) for new, old in zip(new_states, step_states)])
+
+    states = [ops.cast(state, cell.compute_dtype) for state in states]
+    inputs = sequences if mask is None else (sequences, ops.cast(mask, sequences.dtype)[..., None])
+    _, outputs, new_states = backend.rnn(
+        step, inputs, states, go_backwards=False, mask=None, unroll=False,
+        input_length=sequences.shape[1], return_all_outputs=True)
+    return ops.cast(outputs, layer.compute_dtype), list(tree.flatten(new_states))

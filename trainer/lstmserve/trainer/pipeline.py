@@ -99,7 +99,8 @@ def _forecasting(options: Options, table) -> dict[str, Any]:
     if final is None or options.refit:
         epochs = final.fitted.best_epoch if final is not None else None
         final = forecast.train(series, framing, recipe, epochs=epochs)
-    return _save(options, report, recipe, final, "regression", None, "rows")
+    forecast_block = {"feature": series.target, "horizon": framing.horizon}
+    return _save(options, report, recipe, final, "regression", None, "rows", forecast_block)
 
 
 def _classification(options: Options, table) -> dict[str, Any]:
@@ -132,10 +133,10 @@ def _data_report(table, features: list[str], rows: int) -> dict[str, Any]:
 
 
 def _save(options: Options, report: dict[str, Any], recipe: Recipe, final, task: str,
-          labels: list[str] | None, unit: str) -> dict[str, Any]:
+          labels: list[str] | None, unit: str, forecast_block: dict | None = None) -> dict[str, Any]:
     report |= {"preparation": final.preparation.describe(), "seed": options.seed, "recipe": recipe.record(),
                "final": {"rows": final.rows, "unit": unit, "epochs": final.fitted.epochs_run,
                          "refit": options.refit or not options.validate}, "versions": versions()}
     save_model(final.model, options.output, task=task, labels=labels,
-               preparation=final.preparation.to_metadata(), training=report)
+               preparation=final.preparation.to_metadata(), training=report, forecast=forecast_block)
     return report | {"output": str(options.output)}

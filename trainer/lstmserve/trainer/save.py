@@ -13,8 +13,10 @@ from lstmserve.format.metadata import write_serving_metadata
 
 
 def save_model(model: keras.Model, path: str | Path, *, task: str, labels: list[str] | None = None,
-               preparation: dict[str, Any] | None = None, training: dict[str, Any] | None = None) -> Path:
-    """model.save() to .h5, then lstmserve's metadata as a root attribute beside Keras's own."""
+               preparation: dict[str, Any] | None = None, training: dict[str, Any] | None = None,
+               forecast: dict[str, Any] | None = None) -> Path:
+    """model.save() to .h5, then lstmserve's metadata as a root attribute beside Keras's own. `forecast`
+    ({"feature", "horizon"}) says the output is the next values of that input feature."""
     path = Path(path)
     if path.suffix != ".h5":
         raise ValueError(f"output must end in .h5; got {path.name}")
@@ -25,6 +27,7 @@ def save_model(model: keras.Model, path: str | Path, *, task: str, labels: list[
         "labels": labels or [],
         "preparation": preparation or {},
         "training": {**(training or {}), "versions": versions()},
+        **({"forecast": forecast} if forecast else {}),
     })
     return path
 

@@ -19,16 +19,20 @@ from pathlib import Path
 
 LEVELS = (1, 2, 4, 8, 16, 32, 64)
 QUICK = {"levels": [1, 4], "window": 0.2, "stable_windows": 2, "max_windows": 3,
-         "baseline_window": 0.05, "baseline_repeats": 2}
+         "baseline_window": 0.05, "baseline_repeats": 2,
+         "sessions": 16, "memory_sessions": 50, "session_warmup": 0.3, "session_window": 0.5}
 FULL = {"levels": list(LEVELS), "window": 1.0, "stable_windows": 3, "max_windows": 8,
-        "baseline_window": 0.5, "baseline_repeats": 5}
+        "baseline_window": 0.5, "baseline_repeats": 5,
+        "sessions": 256, "memory_sessions": 2000, "session_warmup": 2.0, "session_window": 5.0}
 
 
 def register_bench(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser("bench", help="measure the server against the transport and model limits",
                                  description=__doc__)
     parser.add_argument("--out", type=Path, default=Path("bench-results"), help="where JSON and PNG go")
-    parser.add_argument("--models", nargs="+", choices=("seed", "heavy"), default=["seed", "heavy"])
+    parser.add_argument("--models", nargs="+", choices=("seed", "heavy", "sessions"),
+                        default=["seed", "heavy", "sessions"],
+                        help="scenarios: seed, heavy (Predict), sessions (streaming steps)")
     parser.add_argument("--quick", action="store_true", help="two short levels: a smoke test, not a measure")
     parser.add_argument("--levels", type=int, nargs="+", help=f"concurrency levels (default {LEVELS})")
     parser.add_argument("--heavy-rows", type=int, default=16,
@@ -70,6 +74,11 @@ def run_bench(args: argparse.Namespace) -> int:
         results["import_floor"] = _import_floor(env)
         results["docker_image_mb"] = _docker_image_mb()
         for name in args.models:
+            if name == "sessions":
+                from lstmserve.server.bench import sessions
+                results["sessions"] = sessions.run(paths[name], settings, env, args.out)
+                print(sessions.table(results["sessions"]), flush=True)
+                continue
             rows = 1 if name == "seed" else args.heavy_rows
             result = _bench_model(name, paths[name], rows, settings, env, args.out)
             result["footprint"]["import_floor"] = results["import_floor"]
@@ -114,7 +123,7 @@ def _run_reload(args: argparse.Namespace, env: dict) -> int:
 def _write(results: dict, out: Path) -> int:
     from lstmserve.server.bench import plot
     (out / "bench.json").write_text(json.dumps(results, indent=2))
-    png = plot.plot(results, out / "bench.png")
+    png = plot.plot(results, out / "bench.png") if results["models"] else None
     print(f"wrote {out / 'bench.json'}" + (f" and {png}" if png else " (no matplotlib: no plot)"))
     return 0
 

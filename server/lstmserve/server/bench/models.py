@@ -6,7 +6,9 @@ import sys
 from pathlib import Path
 
 HEAVY_TIMESTEPS, HEAVY_FEATURES = 50, 8
-SHAPES = {"seed": (1, 1), "heavy": (HEAVY_TIMESTEPS, HEAVY_FEATURES)}
+# "sessions": the heavy stack on free timesteps, stepped by streaming sessions; its requests carry 500.
+SESSION_HISTORY = 500
+SHAPES = {"seed": (1, 1), "heavy": (HEAVY_TIMESTEPS, HEAVY_FEATURES), "sessions": (None, HEAVY_FEATURES)}
 
 
 def build(name: str, path: Path) -> Path:
@@ -19,6 +21,8 @@ def build(name: str, path: Path) -> Path:
         "seed": [keras.layers.LSTM(10), keras.layers.Dense(1)],
         "heavy": [keras.layers.LSTM(64, return_sequences=True), keras.layers.LSTM(64),
                   keras.layers.Dense(1)],
+        "sessions": [keras.layers.LSTM(64, return_sequences=True), keras.layers.LSTM(64),
+                     keras.layers.Dense(1)],
     }[name]
     model = keras.Sequential([keras.Input(SHAPES[name]), *layers])
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -11,6 +11,8 @@ from typing import Protocol
 import numpy as np
 
 DEFAULT_BUCKETS = (1, 2, 4, 8, 16, 32, 64)
+# Session steps batch across more rows: one row per session, and a state row costs little to carry.
+DEFAULT_STEP_BUCKETS = (1, 4, 16, 64, 256)
 
 # Set by a caller that wants to know where a request's time went (tracing): the batcher calls it with
 # (queued, started, finished) in time.time_ns() once the request is answered. Unset, nothing is timed.
@@ -85,12 +87,14 @@ DEFAULT_BATCHING = BatchConfig()
 @dataclass(frozen=True)
 class EngineConfig:
     """How a model is run: batching, the batch sizes compiled ahead, XLA, and whether a tiny stack may
-    run as its compiled twin."""
+    run as its compiled twin; `step_buckets`: the session counts a state session's step function is
+    compiled for (the largest is the most sessions stepped in one call)."""
 
     batching: BatchConfig = DEFAULT_BATCHING
     buckets: tuple[int, ...] = DEFAULT_BUCKETS
     jit_compile: bool = True
     twin: bool = True
+    step_buckets: tuple[int, ...] = DEFAULT_STEP_BUCKETS
 
 
 DEFAULT_ENGINE = EngineConfig()

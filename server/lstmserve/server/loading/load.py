@@ -25,8 +25,10 @@ from lstmserve.server.loading.compat import file_layers, written_by
 from lstmserve.server.loading.modelfile import DEFAULT_LIMITS, FileLimits, ModelFile, read_model_file
 from lstmserve.server.loading.reasons import one_line
 from lstmserve.server.phases import phase
+from lstmserve.server.serving.forecast import forecast_support
 from lstmserve.server.serving.heads import PROBABILISTIC, OutputHead
 from lstmserve.server.serving.model import LoadedModel, ModelSource
+from lstmserve.server.serving.stepping import NO_SESSIONS, session_support
 from lstmserve.server.specs import TensorSpec
 
 log = logging.getLogger(__name__)
@@ -34,12 +36,13 @@ log = logging.getLogger(__name__)
 
 def load_model(path: str | Path, name: str | None = None, version: str = "1",
                options: LoadOptions | None = None, engine: EngineConfig = DEFAULT_ENGINE,
-               limits: FileLimits = DEFAULT_LIMITS) -> LoadedModel:
+               limits: FileLimits = DEFAULT_LIMITS, sessions: bool = True) -> LoadedModel:
     """Read, check, build, compile and warm one .h5 file. Every failure is a ModelLoadError with a reason:
-    a hostile or broken file must never kill the thread that loads it."""
+    a hostile or broken file must never kill the thread that loads it. `sessions` False skips the
+    step function (state sessions compile one at load)."""
     path = Path(path)
     try:
-        return _load(path, name or path.stem, version, options or LoadOptions(), engine, limits)
+        return _load(path, name or path.stem, version, options or LoadOptions(), engine, limits, sessions)
     except ModelLoadError:
         raise
     except Exception as error:  # noqa: BLE001 (Keras, h5py and TensorFlow raise any type on bad files)
@@ -48,7 +51,7 @@ def load_model(path: str | Path, name: str | None = None, version: str = "1",
 
 
 def _load(path: Path, name: str, version: str, options: LoadOptions, engine_config: EngineConfig,
-          limits: FileLimits) -> LoadedModel:
+          limits: FileLimits, sessions: bool) -> LoadedModel:
     with phase("read"):
         model_file = read_model_file(path, limits)
     with phase("build"):
@@ -60,11 +63,14 @@ def _load(path: Path, name: str, version: str, options: LoadOptions, engine_conf
     preparation = _preparation(model_file, inputs)
     engine_config, engine_steps = _engine_for(built, inputs, engine_config)
     engine = build_engine(keras_model, inputs, engine_config, name)
+    support = (session_support(keras_model, inputs, preparation, name, engine_config)
+               if sessions else NO_SESSIONS)
     return LoadedModel(
         name=name, version=version, source=_source(model_file), inputs=inputs, heads=heads,
         task=model_file.serving.get("task") or _infer_task(heads), preparation=preparation,
         compatibility_steps=built.steps + engine_steps, engine=engine,
-        layers=tuple(_describe_layer(built, layer) for layer in keras_model.layers),
+        layers=tuple(_describe_layer(built, layer) for layer in keras_model.layers), sessions=support,
+        forecasting=forecast_support(model_file.serving.get("forecast"), inputs, heads, preparation, support),
     )
 
 

@@ -19,6 +19,7 @@ from lstmserve.server.engine.base import Engine, EngineStats
 from lstmserve.server.errors import InvalidInput
 from lstmserve.server.serving.heads import Mode, OutputHead
 from lstmserve.server.serving.signature import bind_inputs
+from lstmserve.server.serving.stepping import NO_SESSIONS, SessionSupport
 from lstmserve.server.specs import TensorSpec
 
 
@@ -56,6 +57,10 @@ class LoadedModel:
     engine: Engine = field(repr=False)
     # The layers as served ("LSTM 'lstm'"), for inspect: the Keras model itself stays inside the engine.
     layers: tuple[str, ...] = ()
+    # Streaming sessions: their kind, and the batched step engine of a state session's model.
+    sessions: SessionSupport = field(default=NO_SESSIONS, repr=False)
+    # The file's forecast declaration (`lstmserve.format` metadata "forecast"), checked at load.
+    forecasting: Any = field(default=None, repr=False)
 
     @property
     def modes(self) -> tuple[Mode, ...]:
@@ -73,8 +78,10 @@ class LoadedModel:
         return self.engine.stats()
 
     def close(self) -> None:
-        """Stop the model's thread after it has answered what is queued, and release its memory."""
+        """Stop the model's thread after it has answered what is queued, and release its memory; its
+        sessions' steps are answered first, later ones get SessionModelGone."""
         self.engine.close()
+        self.sessions.close()
 
     def predict(self, inputs: Mapping[str, np.ndarray], mode: Mode,
                 prepared: bool = False) -> Prediction:
@@ -105,6 +112,15 @@ class LoadedModel:
                 mode: Mode) -> Prediction:
         if raw and mode is Mode.VALUES:
             outputs = self.preparation.restore(outputs, arrays)
+        return self._shape(outputs, mode)
+
+    def require(self, mode: Mode) -> None:
+        """ModeNotSupported unless every output can answer in `mode`."""
+        for head in self.heads:
+            head.require(mode, self.name)
+
+    def shape_outputs(self, outputs: list[np.ndarray], mode: Mode) -> Prediction:
+        """Model outputs (already restored to raw units where asked) as the answer of `mode`."""
         return self._shape(outputs, mode)
 
     def _shape(self, outputs: list[np.ndarray], mode: Mode) -> Prediction:

@@ -10,6 +10,7 @@ from lstmserve.client.tensors import fill_tensor, from_tensor, wire_dtype
 from lstmserve.server.errors import InvalidInput
 from lstmserve.server.serving.heads import Mode
 from lstmserve.server.serving.model import LoadedModel, Prediction
+from lstmserve.server.serving.sessions import DEFAULT_SESSION_LIMITS, SessionLimits
 from lstmserve.server.specs import TensorSpec
 from lstmserve.v1 import model_pb2 as mpb
 from lstmserve.v1 import prediction_service_pb2 as pb
@@ -58,7 +59,8 @@ def prediction_to_wire(model: LoadedModel, prediction: Prediction) -> pb.Predict
     return response
 
 
-def metadata_to_wire(model: LoadedModel) -> mpb.ModelMetadata:
+def metadata_to_wire(model: LoadedModel, limits: SessionLimits = DEFAULT_SESSION_LIMITS) -> mpb.ModelMetadata:
+    from lstmserve.server.transport.session_wire import forecast_support_to_wire, support_to_wire
     source = model.source
     metadata = mpb.ModelMetadata(
         model=mpb.ModelSpec(name=model.name, version=model.version),
@@ -69,6 +71,7 @@ def metadata_to_wire(model: LoadedModel) -> mpb.ModelMetadata:
         sha256=source.sha256, file_size_bytes=source.size_bytes,
         compatibility_steps=list(model.compatibility_steps),
         training_json=json.dumps(source.training) if source.training else "",
+        sessions=support_to_wire(model, limits), forecast=forecast_support_to_wire(model, limits),
     )
     if not model.preparation.is_identity:
         metadata.preparation.CopyFrom(_preparation_to_wire(model))

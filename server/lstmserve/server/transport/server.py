@@ -15,14 +15,18 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from lstmserve.server.serving.registry import ModelRegistry
+from lstmserve.server.serving.sessions import DEFAULT_SESSION_LIMITS, SessionLimits, SessionManager
 from lstmserve.server.transport import inference_v2, model_service
 from lstmserve.server.transport.model_service import ModelControl, ModelServicer
 from lstmserve.server.transport.observe import NULL_OBSERVER, Observer
 from lstmserve.server.transport.servicer import PredictionServicer
+from lstmserve.server.transport.session_servicer import SERVICE_NAME as SESSION_SERVICE_NAME
+from lstmserve.server.transport.session_servicer import SessionServicer
 from lstmserve.server.transport.stats import StatsServicer
 from lstmserve.v1 import model_service_pb2_grpc as msp_grpc
 from lstmserve.v1 import prediction_service_pb2 as pb
 from lstmserve.v1 import prediction_service_pb2_grpc as pb_grpc
+from lstmserve.v1 import session_service_pb2_grpc as sspb_grpc
 from lstmserve.v1 import stats_pb2 as spb
 from lstmserve.v1 import stats_pb2_grpc as spb_grpc
 
@@ -32,6 +36,7 @@ SERVICE_NAME = pb.DESCRIPTOR.services_by_name["PredictionService"].full_name
 STATS_SERVICE_NAME = spb.DESCRIPTOR.services_by_name["StatsService"].full_name
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 NO_CONTROL = ModelControl()  # no repository: ModelService reports status and refuses the rest
+REAPER = "lstmserve-session-expiry"
 
 
 @dataclass
@@ -49,6 +54,7 @@ class RunningServer:
     loop: asyncio.AbstractEventLoop
     thread: threading.Thread
     serving: bool = False
+    sessions: SessionManager | None = None
 
     def set_serving(self, serving: bool) -> None:
         self.serving = serving
@@ -59,6 +65,7 @@ class RunningServer:
             return
         self.set_serving(False)
         self._call(self.server.stop(grace), timeout=(grace or 0) + 30)
+        self._call(_stop_expiry())
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(timeout=30)
         self.loop.close()
@@ -97,7 +104,8 @@ def _status(serving: bool) -> int:
 def create_server(registry: ModelRegistry, address: str = "127.0.0.1:0", workers: int = 32, *,
                   credentials: grpc.ServerCredentials | None = None,
                   interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
-                  control: ModelControl = NO_CONTROL, observer: Observer = NULL_OBSERVER) -> RunningServer:
+                  control: ModelControl = NO_CONTROL, observer: Observer = NULL_OBSERVER,
+                  sessions: SessionLimits = DEFAULT_SESSION_LIMITS) -> RunningServer:
     """A started server on `address` (port 0 picks a free port), NOT_SERVING until told otherwise.
 
     One event loop answers every call (no thread per call, so no contention for the interpreter lock
@@ -106,19 +114,21 @@ def create_server(registry: ModelRegistry, address: str = "127.0.0.1:0", workers
     make the port TLS only; `interceptors` see every call (transport.auth.TokenAuthInterceptor);
     `control` is what ModelService's load, unload and rescan reach (none: they are refused).
     `observer` (transport.observe) counts and logs every call the servicers answer.
+    `sessions` bounds streaming sessions (idle time, sessions per model, forecast horizon).
     """
+    manager = SessionManager(registry, sessions)
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, name="grpc-loop", daemon=True)
     thread.start()
     try:
         server, port, health_servicer = asyncio.run_coroutine_threadsafe(
-            _start(registry, address, workers, credentials, tuple(interceptors), control, observer),
+            _start(registry, address, workers, credentials, tuple(interceptors), control, observer, manager),
             loop).result(60)
     except BaseException:
         loop.call_soon_threadsafe(loop.stop)
         thread.join(timeout=30)
         raise
-    running = RunningServer(server, port, registry, health_servicer, loop, thread)
+    running = RunningServer(server, port, registry, health_servicer, loop, thread, sessions=manager)
     registry.subscribe(running.model_changed)
     running.set_serving(False)
     return running
@@ -126,7 +136,7 @@ def create_server(registry: ModelRegistry, address: str = "127.0.0.1:0", workers
 
 async def _start(registry: ModelRegistry, address: str, workers: int,
                  credentials: grpc.ServerCredentials | None, interceptors: tuple, control: ModelControl,
-                 observer: Observer):
+                 observer: Observer, manager: SessionManager):
     server = grpc.aio.server(
         futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="rpc"),
         interceptors=interceptors,
@@ -134,10 +144,12 @@ async def _start(registry: ModelRegistry, address: str, workers: int,
                  ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
                  ("grpc.so_reuseport", 0)],
     )
-    prediction, stats = PredictionServicer(registry), StatsServicer(registry)
-    models = ModelServicer(registry, control)
-    prediction.observer = stats.observer = models.observer = observer
+    prediction, stats = PredictionServicer(registry, manager.limits), StatsServicer(registry)
+    models, session_servicer = ModelServicer(registry, control), SessionServicer(manager)
+    for servicer in (prediction, stats, models, session_servicer):
+        servicer.observer = observer
     pb_grpc.add_PredictionServiceServicer_to_server(prediction, server)
+    sspb_grpc.add_SessionServiceServicer_to_server(session_servicer, server)
     spb_grpc.add_StatsServiceServicer_to_server(stats, server)
     msp_grpc.add_ModelServiceServicer_to_server(models, server)
     health_servicer = health.aio.HealthServicer()
@@ -145,7 +157,7 @@ async def _start(registry: ModelRegistry, address: str, workers: int,
     # The Open Inference Protocol (KServe V2) on the same port, over the same registry.
     inference_v2.add_to_server(server, registry, health_servicer, control, observer)
     reflection.enable_server_reflection(
-        (SERVICE_NAME, STATS_SERVICE_NAME, model_service.SERVICE_NAME,
+        (SERVICE_NAME, STATS_SERVICE_NAME, model_service.SERVICE_NAME, SESSION_SERVICE_NAME,
          health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
          inference_v2.SERVICE_NAME, reflection.SERVICE_NAME), server)
     try:
@@ -156,4 +168,22 @@ async def _start(registry: ModelRegistry, address: str, workers: int,
     if port == 0:
         raise OSError(f"cannot listen on {address}")
     await server.start()
+    asyncio.get_running_loop().create_task(_expire_idle_sessions(manager), name=REAPER)
     return server, port, health_servicer
+
+
+async def _stop_expiry() -> None:
+    for task in [t for t in asyncio.all_tasks() if t.get_name() == REAPER]:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+async def _expire_idle_sessions(manager: SessionManager) -> None:
+    """Ends idle sessions a few times per idle period, so their memory goes back without a call."""
+    interval = min(max(manager.limits.idle_seconds / 4, 0.05), 5.0)
+    while True:
+        await asyncio.sleep(interval)
+        ended = manager.expire_idle()
+        if ended:
+            log.debug("%d idle sessions expired", ended)
+

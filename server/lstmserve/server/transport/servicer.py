@@ -7,6 +7,7 @@ Handlers are coroutines on the server's event loop: the model itself runs on its
 from __future__ import annotations
 
 from lstmserve.server.serving.registry import ModelRegistry
+from lstmserve.server.serving.sessions import DEFAULT_SESSION_LIMITS, SessionLimits
 from lstmserve.server.transport import converters
 from lstmserve.server.transport.observe import ObservedServicer, note_call
 from lstmserve.server.transport.status import guarded
@@ -16,8 +17,9 @@ from lstmserve.v1 import prediction_service_pb2_grpc as pb_grpc
 
 
 class PredictionServicer(pb_grpc.PredictionServiceServicer, ObservedServicer):
-    def __init__(self, registry: ModelRegistry) -> None:
+    def __init__(self, registry: ModelRegistry, limits: SessionLimits = DEFAULT_SESSION_LIMITS) -> None:
         self.registry = registry
+        self.limits = limits  # shown in metadata
 
     @guarded
     async def Predict(self, request: pb.PredictRequest, context) -> pb.PredictResponse:
@@ -40,10 +42,10 @@ class PredictionServicer(pb_grpc.PredictionServiceServicer, ObservedServicer):
         spec = request.model
         model = self.registry.get(spec.name, spec.version, spec.version_label)
         note_call(model.name, model.version)
-        return pb.GetModelMetadataResponse(metadata=converters.metadata_to_wire(model))
+        return pb.GetModelMetadataResponse(metadata=converters.metadata_to_wire(model, self.limits))
 
     @guarded
     async def ListModels(self, request: pb.ListModelsRequest, context) -> pb.ListModelsResponse:
         return pb.ListModelsResponse(
-            models=[converters.metadata_to_wire(model) for model in self.registry.all()]
+            models=[converters.metadata_to_wire(model, self.limits) for model in self.registry.all()]
         )

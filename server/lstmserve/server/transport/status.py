@@ -27,6 +27,9 @@ STATUS_BY_ERROR: dict[type[Exception], grpc.StatusCode] = {
     errors.ModelLoadError: grpc.StatusCode.FAILED_PRECONDITION,
     errors.ControlDisabled: grpc.StatusCode.PERMISSION_DENIED,
     errors.ModelFailed: grpc.StatusCode.INTERNAL,
+    errors.SessionNotFound: grpc.StatusCode.NOT_FOUND,
+    errors.CannotStep: grpc.StatusCode.FAILED_PRECONDITION,
+    errors.SessionModelGone: grpc.StatusCode.FAILED_PRECONDITION,
 }
 
 
