@@ -91,7 +91,7 @@ class CompiledEngine:
         if rows > self.max_batch:
             return self._run_chunked(arrays, rows)
         bucket = self._bucket_of[rows]
-        padded = [_pad_rows(array, bucket) for array in arrays]
+        padded = [pad_rows(array, bucket) for array in arrays]
         outputs = self._program.call(weights, padded)
         return [output[:rows] for output in outputs] if bucket != rows else outputs
 
@@ -138,13 +138,13 @@ class Program:
         self._shell = shell
         self._trainable = len(shell.trainable_variables)
         self._fn = self._trace(jit_compile)
-        self._calls: dict[tuple, _FastCall] = {}
+        self._calls: dict[tuple, FastCall] = {}
         self._lock = threading.Lock()
         self._warmed = False
 
     @classmethod
     def shared(cls, keras_model, inputs: tuple[TensorSpec, ...], jit_compile: bool) -> Program:
-        key = _architecture(keras_model, inputs, jit_compile)
+        key = architecture_key(keras_model, inputs, jit_compile)
         with cls._cache_lock:
             program = cls._cache.get(key) if key else None
             if program is None:
@@ -179,10 +179,10 @@ class Program:
         call = self._calls.get(key) or self._concrete(key, weights, padded)
         return call(weights, padded)
 
-    def _concrete(self, key: tuple, weights: list, padded: list[np.ndarray]) -> _FastCall:
+    def _concrete(self, key: tuple, weights: list, padded: list[np.ndarray]) -> FastCall:
         specs = [tf.TensorSpec(shape, array.dtype) for shape, array in zip(key, padded)]
         weight_specs = [tf.TensorSpec(w.shape, w.dtype) for w in weights]
-        call = _FastCall(self._fn.get_concrete_function(weight_specs, *specs))
+        call = FastCall(self._fn.get_concrete_function(weight_specs, *specs))
         self._calls[key] = call
         return call
 
@@ -200,7 +200,7 @@ class Program:
         return tf.function(call, jit_compile=jit_compile, reduce_retracing=False)
 
 
-def _architecture(keras_model, inputs: tuple[TensorSpec, ...], jit_compile: bool) -> str | None:
+def architecture_key(keras_model, inputs: tuple[TensorSpec, ...], jit_compile: bool) -> str | None:
     """What decides a trace: the built model's config (every layer's class, module and settings, the
     activations swapped in by compatibility steps), the inputs and XLA. None when it cannot be said (a
     custom layer without a config): that model gets a function of its own."""
@@ -212,7 +212,7 @@ def _architecture(keras_model, inputs: tuple[TensorSpec, ...], jit_compile: bool
     return hashlib.sha256(json.dumps(described, default=str).encode()).hexdigest()
 
 
-class _FastCall:
+class FastCall:
     """Calls one concrete function without the public call path's per-call Python overhead.
 
     tf.function's call re-derives the argument structure and looks up its trace cache on every call
@@ -239,7 +239,7 @@ class _FastCall:
         return [out.numpy() for out in outputs]
 
 
-def _pad_rows(array: np.ndarray, rows: int) -> np.ndarray:
+def pad_rows(array: np.ndarray, rows: int) -> np.ndarray:
     if array.shape[0] == rows:
         return array
     padding = np.zeros((rows - array.shape[0], *array.shape[1:]), array.dtype)

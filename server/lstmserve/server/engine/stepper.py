@@ -30,7 +30,7 @@ import tensorflow as tf
 
 from lstmserve.server import keras_internals
 from lstmserve.server.engine.base import DEFAULT_STEP_BUCKETS, EngineStats
-from lstmserve.server.engine.compiled import _architecture, _FastCall, _pad_rows
+from lstmserve.server.engine.compiled import architecture_key, FastCall, pad_rows
 from lstmserve.server.engine.stepplan import TIME, StepPlan
 from lstmserve.server.errors import ModelNotReady
 from lstmserve.server.specs import TensorSpec
@@ -51,13 +51,13 @@ class StepProgram:
         self.plan = plan
         self._variables = list(shell.trainable_variables) + list(shell.non_trainable_variables)
         self._fn = self._trace(jit_compile)
-        self._calls: dict[tuple, _FastCall] = {}
+        self._calls: dict[tuple, FastCall] = {}
         self._lock = threading.Lock()
 
     @classmethod
     def shared(cls, keras_model, plan: StepPlan, inputs: tuple[TensorSpec, ...],
                jit_compile: bool) -> StepProgram:
-        key = _architecture(keras_model, inputs, jit_compile)
+        key = architecture_key(keras_model, inputs, jit_compile)
         with cls._cache_lock:
             program = cls._cache.get(key) if key else None
             if program is None:
@@ -85,7 +85,7 @@ class StepProgram:
         if call is None:
             specs = [tf.TensorSpec(array.shape, array.dtype) for array in arrays]
             weight_specs = [tf.TensorSpec(w.shape, w.dtype) for w in weights]
-            call = self._calls[key] = _FastCall(self._fn.get_concrete_function(weight_specs, *specs))
+            call = self._calls[key] = FastCall(self._fn.get_concrete_function(weight_specs, *specs))
         return call(weights, arrays)
 
     def _trace(self, jit_compile: bool):
@@ -166,7 +166,7 @@ class StepEngine:
                       for s in range(0, rows, self.max_batch)]
             return [np.concatenate(parts) for parts in zip(*chunks)]
         bucket = self._bucket_of[rows]
-        *xs, state = [_pad_rows(array, bucket) for array in arrays]
+        *xs, state = [pad_rows(array, bucket) for array in arrays]
         pieces, start, steps = [], 0, xs[0].shape[1]
         while start < steps:
             size = CHUNK if steps - start >= CHUNK and bucket == 1 else 1
