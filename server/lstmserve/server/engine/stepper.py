@@ -30,7 +30,7 @@ import tensorflow as tf
 
 from lstmserve.server import keras_internals
 from lstmserve.server.engine.base import DEFAULT_STEP_BUCKETS, EngineStats
-from lstmserve.server.engine.compiled import architecture_key, FastCall, pad_rows
+from lstmserve.server.engine.compiled import FastCall, architecture_key, pad_rows
 from lstmserve.server.engine.stepplan import TIME, StepPlan
 from lstmserve.server.errors import ModelNotReady
 from lstmserve.server.specs import TensorSpec
