@@ -26,7 +26,7 @@ def observed(start_server, loaded_seed, loaded_classifier, tmp_path):
     made = {}
 
     def observer_for(registry):
-        made["metrics"] = Metrics(registry.loaded)
+        made["metrics"] = Metrics(registry.loaded, lambda: {"seed": 2})
         made["port"] = made["metrics"].serve("127.0.0.1", 0)
         return Observer(made["metrics"], access_logger(str(tmp_path / "access.jsonl")))
 
@@ -89,6 +89,7 @@ def test_models_engines_and_batches_are_scraped(observed):
     after = scrape(port)
     assert after[("lstmserve_model_versions_loaded", (("model", "seed"),))] == 1
     assert after[("lstmserve_queue_depth", seed)] == 0
+    assert after[("lstmserve_sessions_open", (("model", "seed"),))] == 2
     grew = {name: after[(name, labels)] - before[(name, labels)] for name, labels in [
         ("lstmserve_batch_rows_count", seed), ("lstmserve_batch_rows_sum", seed),
         ("lstmserve_batch_rows_bucket", few)]}
@@ -159,6 +160,9 @@ def test_a_serve_process_with_everything_on_logs_json_and_never_a_token(seed_h5,
             time.sleep(0.3)
         with Client(f"127.0.0.1:{port}", token=TOKEN, timeout=30) as client:
             client.predict(GOOD)
+            with client.session("seed", stream=False) as session:
+                session.step(np.zeros((1, 1), np.float32))
+                assert scrape(metrics_port)[("lstmserve_sessions_open", (("model", "seed"),))] == 1
         with Client(f"127.0.0.1:{port}", token="wrong-" + TOKEN, timeout=30) as client, \
                 pytest.raises(LstmserveError, match="UNAUTHENTICATED"):
             client.predict(GOOD)
@@ -166,11 +170,13 @@ def test_a_serve_process_with_everything_on_logs_json_and_never_a_token(seed_h5,
         assert samples[("lstmserve_rejected_total", (("reason", "auth"),))] == 1
         ok = (("code", "OK"), ("method", "Predict"), ("mode", "values"), ("model", "seed"), ("version", "1"))
         assert samples[("lstmserve_requests_total", ok)] == 1
-        lines = _wait_for_lines(access, 1)
+        lines = _wait_for_lines(access, 4)
     finally:
         process.terminate()
         process.wait(30)
-    assert [json.loads(line)["status"] for line in lines] == ["OK"]  # refused calls never reach a servicer
+    # One line per call that reached a servicer (refused calls never do): the prediction, then the
+    # session's create, step and end.
+    assert [json.loads(line)["status"] for line in lines] == ["OK"] * 4
     server_log = log.read_text()
     assert TOKEN not in server_log and TOKEN not in access.read_text()
     records = [json.loads(line) for line in server_log.splitlines() if line.strip()]

@@ -95,11 +95,11 @@ def _add_operations_options(parser: argparse.ArgumentParser) -> None:
                         "say; needs lstmserve-server[otel]")
 
 
-def _observer(args: argparse.Namespace, models):
+def _observer(args: argparse.Namespace, models, sessions):
     """Metrics and access log as the flags ask; the metrics port is bound here, before models load."""
     from lstmserve.server.transport.metrics import Metrics
     from lstmserve.server.transport.observe import Observer, access_logger
-    metrics = Metrics(models) if args.metrics_port else None
+    metrics = Metrics(models, sessions) if args.metrics_port else None
     if metrics is not None:
         host = args.metrics_host or args.host
         try:
@@ -287,8 +287,9 @@ def run_serve(args: argparse.Namespace) -> int:
 
     try:
         args.engine = _engine_config(args)
-        repository = None  # the metrics read its registry when scraped, after it exists
-        observer = _observer(args, lambda: repository.registry.loaded() if repository else [])
+        repository = running = None  # the metrics read both when scraped, once they exist
+        observer = _observer(args, lambda: repository.registry.loaded() if repository else [],
+                             lambda: running.sessions.counts() if running else {})
         repository, control = _model_repository(args, observer.metrics)
         security = _security(args, observer)
         running = create_server(repository.registry, _address(args.host, args.port), args.workers,

@@ -319,6 +319,10 @@ class SessionManager:
     def count(self, model_name: str) -> int:
         return self._counts.get(model_name, 0)
 
+    def counts(self) -> dict[str, int]:
+        """Open sessions per model (a copy: metrics read it from their own thread)."""
+        return dict(self._counts)
+
     def __len__(self) -> int:
         return len(self._sessions)
 

@@ -26,7 +26,8 @@ BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 class Metrics:
     """Every lstmserve metric in one registry of its own (several servers in one process stay apart)."""
 
-    def __init__(self, models: Callable[[], Iterable] = lambda: ()) -> None:
+    def __init__(self, models: Callable[[], Iterable] = lambda: (),
+                 sessions: Callable[[], dict[str, int]] = dict) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self.requests = Counter("lstmserve_requests", "Calls answered, by method, model, version, mode and "
                                 "status code", ["method", "model", "version", "mode", "code"],
@@ -46,7 +47,7 @@ class Metrics:
                                       registry=self.registry)
         self.load_failures = Counter("lstmserve_model_load_failures", "Model versions that failed to load",
                                      ["model"], registry=self.registry)
-        self.registry.register(_EngineCollector(models))
+        self.registry.register(_EngineCollector(models, sessions))
         self._lock = threading.Lock()
         self._children: dict[tuple, tuple] = {}
 
@@ -78,10 +79,11 @@ class Metrics:
 
 
 class _EngineCollector(Collector):
-    """Per-model figures read at scrape time: versions loaded, queue depth, batch sizes run."""
+    """Per-model figures read at scrape time: versions loaded, queue depth, batch sizes run, sessions."""
 
-    def __init__(self, models: Callable[[], Iterable]) -> None:
+    def __init__(self, models: Callable[[], Iterable], sessions: Callable[[], dict[str, int]]) -> None:
         self._models = models
+        self._sessions = sessions
 
     def describe(self):
         return []  # figures appear with the models; nothing to declare up front
@@ -102,7 +104,11 @@ class _EngineCollector(Collector):
             batches.add_metric(labels, _cumulative(stats.batch_rows), sum_value=stats.rows)
         for name, count in counted.items():
             versions.add_metric([name], count)
-        return [versions, queued, batches]
+        open_sessions = GaugeMetricFamily("lstmserve_sessions_open", "Streaming sessions open per model",
+                                          labels=["model"])
+        for name, count in sorted(self._sessions().items()):
+            open_sessions.add_metric([name], count)
+        return [versions, queued, batches, open_sessions]
 
 
 def _cumulative(batch_rows) -> list[tuple[str, float]]:
