@@ -30,9 +30,10 @@ def register_bench(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser("bench", help="measure the server against the transport and model limits",
                                  description=__doc__)
     parser.add_argument("--out", type=Path, default=Path("bench-results"), help="where JSON and PNG go")
-    parser.add_argument("--models", nargs="+", choices=("seed", "heavy", "sessions"),
-                        default=["seed", "heavy", "sessions"],
-                        help="scenarios: seed, heavy (Predict), sessions (streaming steps)")
+    parser.add_argument("--models", nargs="+", choices=("seed", "heavy", "heavy1", "sessions"),
+                        default=["seed", "heavy", "heavy1", "sessions"],
+                        help="scenarios: seed, heavy (Predict, --heavy-rows rows a request), heavy1 (the "
+                        "heavy model, one sequence a request), sessions (streaming steps)")
     parser.add_argument("--quick", action="store_true", help="two short levels: a smoke test, not a measure")
     parser.add_argument("--levels", type=int, nargs="+", help=f"concurrency levels (default {LEVELS})")
     parser.add_argument("--heavy-rows", type=int, default=16,
@@ -79,7 +80,7 @@ def run_bench(args: argparse.Namespace) -> int:
                 results["sessions"] = sessions.run(paths[name], settings, env, args.out)
                 print(sessions.table(results["sessions"]), flush=True)
                 continue
-            rows = 1 if name == "seed" else args.heavy_rows
+            rows = args.heavy_rows if name == "heavy" else 1
             result = _bench_model(name, paths[name], rows, settings, env, args.out)
             result["footprint"]["import_floor"] = results["import_floor"]
             result["verdicts"] = report.evaluate(name, result)

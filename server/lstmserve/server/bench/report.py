@@ -8,13 +8,16 @@ TARGETS = {  # name: (what is compared, bound, which models)
     "peak requests/s vs transport floor": (">=", 0.8, ("seed",)),
     "p50 at concurrency 1 minus floor p50 (ms)": ("<=", 0.3, ("seed",)),
     "peak samples/s vs in-process best": (">=", 0.7, ("heavy",)),
-    "errors at any level": ("<=", 0, ("seed", "heavy")),
-    "p99 / p50 at concurrency 64": ("<=", 3.0, ("seed", "heavy")),
+    # One sequence per request: the limit is the lower of what the transport carries and what the model
+    # computes in-process at its best batch (main measured 0.44-0.64x before; 0.87x with 16 rows).
+    "peak samples/s vs min(transport floor, in-process best)": (">=", 0.8, ("heavy1",)),
+    "errors at any level": ("<=", 0, ("seed", "heavy", "heavy1")),
+    "p99 / p50 at concurrency 64": ("<=", 3.0, ("seed", "heavy", "heavy1")),
     # Start-up against a process that only imports TensorFlow and Keras (nothing TensorFlow-based
     # starts sooner or smaller): reading, building and compiling may add at most half the import's
     # time, and 15% to its memory (the peer measured in the footprint issue added 11%).
-    "time to SERVING vs import floor": ("<=", 1.5, ("seed", "heavy")),
-    "resident memory after warm-up vs import floor": ("<=", 1.15, ("seed", "heavy")),
+    "time to SERVING vs import floor": ("<=", 1.5, ("seed", "heavy", "heavy1")),
+    "resident memory after warm-up vs import floor": ("<=", 1.15, ("seed", "heavy", "heavy1")),
     # The seed runs as its twin: no XLA compilation for the cache to keep.
     "restart over the compilation cache vs cold start": ("<=", 0.5, ("heavy",)),
 }
@@ -41,6 +44,8 @@ def measured(result: dict) -> dict:
     values = {
         "peak requests/s vs transport floor": _peak(server, rate) / _peak(floor, rate),
         "peak samples/s vs in-process best": _peak(server, "samples_per_s") / best,
+        "peak samples/s vs min(transport floor, in-process best)": _peak(server, "samples_per_s") / min(
+            _peak(floor, rate) * result["rows_per_request"], best),
         "errors at any level": sum(sum(level["errors"].values()) for level in server),
     }
     if 1 in at and 1 in floor_at:
