@@ -14,6 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
+from lstmserve.server import supervisor
+from lstmserve.server.fleet import FLEET_CONTROL_REASON, WorkerLink
+
 log = logging.getLogger("lstmserve.server")
 
 
@@ -32,6 +35,7 @@ def register_serve(commands: argparse._SubParsersAction) -> None:
     _add_load_options(parser)
     _add_security_options(parser)
     _add_operations_options(parser)
+    supervisor.add_options(parser)
     parser.set_defaults(run=run_serve)
 
 
@@ -76,12 +80,14 @@ def _add_operations_options(parser: argparse.ArgumentParser) -> None:
                         "say; needs lstmserve-server[otel]")
 
 
-def _observer(args: argparse.Namespace, models):
-    """Metrics and access log as the flags ask; the metrics port is bound here, before models load."""
+def _observer(args: argparse.Namespace, models, worker: WorkerLink | None = None):
+    """Metrics and access log as the flags ask; the metrics port is bound here, before models load (by
+    the supervisor, for a worker of several)."""
     from lstmserve.server.transport.metrics import Metrics
     from lstmserve.server.transport.observe import Observer, access_logger
-    metrics = Metrics(models) if args.metrics_port else None
-    if metrics is not None:
+    metrics = Metrics(models, shared=worker is not None) if args.metrics_port else None
+    index = worker.index if worker else None
+    if metrics is not None and worker is None:
         host = args.metrics_host or args.host
         try:
             port = metrics.serve(host.strip("[]"), args.metrics_port)
@@ -89,7 +95,7 @@ def _observer(args: argparse.Namespace, models):
             raise OSError(f"cannot serve metrics on {_address(host, args.metrics_port)} ({error.strerror}); "
                           "--metrics-port 0 turns them off") from None
         log.info("metrics at http://%s/metrics", _address(host, port))
-    return Observer(metrics, access_logger(args.access_log) if args.access_log else None)
+    return Observer(metrics, access_logger(args.access_log, index) if args.access_log else None)
 
 
 def _add_security_options(parser: argparse.ArgumentParser) -> None:
@@ -184,7 +190,7 @@ def _add_repository_options(parser: argparse.ArgumentParser) -> None:
                         "the server's rights: only for a repository that only the operator can write)")
 
 
-def _model_repository(args: argparse.Namespace, metrics=None):
+def _model_repository(args: argparse.Namespace, metrics=None, fleet: bool = False):
     """The registry's repository (the --model files and --model-dir) and what ModelService may do."""
     from lstmserve.server.errors import InvalidInput
     from lstmserve.server.serving.model_config import ModelSettings
@@ -215,12 +221,15 @@ def _model_repository(args: argparse.Namespace, metrics=None):
         options = replace(options, observe_load=metrics.observe_load,
                           count_load_failure=metrics.count_load_failure)
     repository = Repository(ModelRegistry(drain_seconds=args.drain_seconds), options)
+    if fleet:
+        return repository, ModelControl(repository, enabled=False, off_reason=FLEET_CONTROL_REASON)
     return repository, ModelControl(repository, enabled=not args.no_model_control)
 
 
-def _start_models(running, repository, keep_going: bool) -> threading.Event:
-    """Load everything in the background; SERVING once done. A failure at start stops the server (set
-    on the returned event) unless --keep-going, which serves the rest."""
+def _start_models(running, repository, keep_going: bool, worker: WorkerLink | None) -> threading.Event:
+    """Load everything in the background; SERVING once done (a worker of several: ready, and SERVING
+    once every worker is). A failure at start stops the server (set on the returned event) unless
+    --keep-going, which serves the rest."""
     failed = threading.Event()
 
     def started(future) -> None:
@@ -234,7 +243,10 @@ def _start_models(running, repository, keep_going: bool) -> threading.Event:
             log.warning("serving without %d model version(s) that failed to load (--keep-going); they "
                         "show as FAILED in the model status", len(failures))
         running.set_serving(True)
-        log.info("SERVING: every model given at start is loaded and warm")
+        if worker is not None:
+            worker.ready()
+        else:
+            log.info("SERVING: every model given at start is loaded and warm")
 
     repository.start().add_done_callback(started)
     return failed
@@ -247,19 +259,24 @@ def _rescan_on_sighup(repository) -> None:
 
 
 def run_serve(args: argparse.Namespace) -> int:
+    if args.processes != 1 and args.fleet_worker is None:
+        return supervisor.supervise(args, sys.argv[1:])  # never imports TensorFlow
     from lstmserve.server.process import configure_logging, tune_for_serving
-    configure_logging(args.log_level or "info", json_lines=args.log_format == "json")
+    worker = WorkerLink.from_flag(args.fleet_worker)
+    configure_logging(args.log_level or "info", json_lines=args.log_format == "json",
+                      worker=worker.index if worker else None)
     from lstmserve.server.errors import ModelLoadError
     from lstmserve.server.transport.server import create_server
 
     try:
         args.engine = _engine_config(args)
         repository = None  # the metrics read its registry when scraped, after it exists
-        observer = _observer(args, lambda: repository.registry.loaded() if repository else [])
-        repository, control = _model_repository(args, observer.metrics)
+        observer = _observer(args, lambda: repository.registry.loaded() if repository else [], worker)
+        repository, control = _model_repository(args, observer.metrics, fleet=worker is not None)
         security = _security(args, observer)
         running = create_server(repository.registry, _address(args.host, args.port), args.workers,
-                                control=control, observer=observer, **security)
+                                control=control, observer=observer, reuse_port=worker is not None,
+                                **security)
     except (ValueError, ModelLoadError, OSError, RuntimeError) as error:
         print(f"lstmserve serve: {error}", file=sys.stderr)
         return 2
@@ -268,7 +285,9 @@ def run_serve(args: argparse.Namespace) -> int:
         log.warning("%s", warning)
     tune_for_serving()
     log.info("listening on %s:%d (NOT_SERVING until models are loaded)", args.host, running.port)
-    failed = _start_models(running, repository, args.keep_going)
+    if worker is not None:
+        worker.attach(running)
+    failed = _start_models(running, repository, args.keep_going, worker)
     _rescan_on_sighup(repository)
     code = _wait_for_stop(running, failed)
     repository.close()
