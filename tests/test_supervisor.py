@@ -9,13 +9,15 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from lstmserve.server.fleet import MAX_LINE, Channel
 from lstmserve.server.supervisor import RestartBudget
 
 pytestmark = pytest.mark.integration
@@ -200,3 +202,27 @@ def test_the_restart_budget_never_allows_more_than_its_limit_in_a_window(limit, 
             allowed.append(now)
     for start in allowed:
         assert sum(start <= t <= start + 60.0 for t in allowed) <= limit
+
+
+def test_the_supervisor_side_imports_no_tensorflow():
+    code = ("import sys; import lstmserve.server.cli, lstmserve.server.supervisor, lstmserve.server.fleet, "
+            "lstmserve.server.transport.metrics_multiprocess; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'keras', 'tf_keras')))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
+
+
+@pytest.mark.unit
+@settings(max_examples=50, deadline=None)
+@given(st.binary(max_size=3000))
+def test_the_channel_reads_any_bytes_as_short_lines_then_ends(payload):
+    channel = Channel.pair()
+    lines, ended = [], threading.Event()
+    channel.read(lines.append, ended.set, name="test-channel")
+    channel.peer.sendall(payload)
+    channel.peer.close()
+    assert ended.wait(10)
+    assert all(len(line) <= MAX_LINE + 1 for line in lines)
+    assert len(lines) >= payload.count(b"\n")
+    channel.close()
