@@ -130,6 +130,11 @@ def stats_readings(address: str, tries: int = CONNECTIONS) -> list[int]:
     return readings
 
 
+def predictions_logged(access_log: Path) -> list[dict]:
+    complete = access_log.read_text().split("\n")[:-1]  # a line being written is not one yet
+    return [line for line in map(json.loads, complete) if line["method"] == "Predict"]
+
+
 def predicted(samples: dict) -> float:
     return sum(value for (name, labels), value in samples.items()
                if name == "lstmserve_requests_total" and ("method", "Predict") in labels)
@@ -157,9 +162,8 @@ def test_two_workers_serve_one_port_and_health_waits_for_both(seed_h5, tmp_path)
         readings = stats_readings(fleet.address)
         assert all(0 < reading < made for reading in readings), readings  # nobody answered alone
         assert len(set(readings)) <= 2
-        wait_for(lambda: len(fleet.access.read_text().splitlines()) >= made, 30, "the access log")
-        workers = Counter(json.loads(line)["worker"] for line in fleet.access.read_text().splitlines()
-                          if json.loads(line)["method"] == "Predict")
+        wait_for(lambda: len(predictions_logged(fleet.access)) >= made, 30, "the access log")
+        workers = Counter(line["worker"] for line in predictions_logged(fleet.access))
         assert set(workers) == {0, 1} and sum(workers.values()) == made, workers
         samples = fleet.scrape()
         assert predicted(samples) == made
@@ -231,8 +235,7 @@ def test_a_killed_worker_comes_back_and_sigterm_drains_every_worker(seed_h5, tmp
     # per handled call) and the callers count the same. The others never reached a handler: refused
     # connections, and calls a stopping gRPC server cancels before handing them over (which clients
     # retry, see the README).
-    handled = [line for line in map(json.loads, fleet.access.read_text().splitlines())
-               if line["method"] == "Predict"]
+    handled = predictions_logged(fleet.access)
     assert len(handled) == len(callers.answered) and {line["status"] for line in handled} == {"OK"}
     assert all(failure.startswith(("UNAVAILABLE", "CANCELLED")) for failure in callers.failures), \
         callers.failures

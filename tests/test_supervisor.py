@@ -126,6 +126,20 @@ def test_sigint_and_sighup_are_forwarded(fleets):
     assert fleet.wait() == 0
 
 
+def test_a_sighup_reaches_a_worker_still_starting_once_it_is_ready(fleets, tmp_path):
+    go = tmp_path / "go"
+    fleet = fleets("ready", f"ready-when:{go}")
+    fleet.wait_for("worker 0 ready \\(1 of 2\\)")
+    fleet.signal(signal.SIGHUP)
+    fleet.wait_for(r"stub 0 pid \d+: SIGHUP #1")
+    time.sleep(0.3)
+    assert not re.search(r"stub 1 pid \d+: SIGHUP", fleet.text())  # it has no handler before it is ready
+    go.touch()
+    fleet.wait_for(r"stub 1 pid \d+: SIGHUP #1")
+    fleet.signal(signal.SIGTERM)
+    assert fleet.wait() == 0
+
+
 def test_a_dead_worker_is_restarted_and_health_closes_until_it_is_ready(fleets):
     fleet = fleets("ready", "ready")
     fleet.wait_for("gate open", 2)

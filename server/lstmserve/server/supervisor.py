@@ -102,6 +102,7 @@ class Worker:
     process: subprocess.Popen
     channel: Channel
     ready: bool = False
+    rescan_pending: bool = False  # a SIGHUP came while it was starting: forwarded once it is ready
 
 
 class Supervisor:
@@ -162,8 +163,12 @@ class Supervisor:
 
     def _signalled(self, signum: int) -> None:
         if signum == signal.SIGHUP:
+            # A worker still starting has no handler yet (SIGHUP would end it): it gets the signal once
+            # ready, so a change it may have scanned too early is not missed.
             log.info("SIGHUP: every worker rescans the model repository")
-            self._forward(signum)
+            for worker in self.workers.values():
+                worker.rescan_pending = not worker.ready
+            self._forward(signum, [worker for worker in self.workers.values() if worker.ready])
         elif not self.stopping:
             log.info("%s: draining every worker (then stopping)", signal.Signals(signum).name)
             self._stop(0, signum)
@@ -176,6 +181,8 @@ class Supervisor:
             log.warning("worker %d said %r; expected %r", worker.index, word, READY)
             return
         worker.ready = True
+        if worker.rescan_pending:
+            self._forward(signal.SIGHUP, [worker])
         ready = sum(w.ready for w in self.workers.values())
         self.metrics.ready(ready)
         log.info("worker %d ready (%d of %d)", worker.index, ready, self.count)
@@ -265,8 +272,8 @@ class Supervisor:
         self._gate(False, "stopping")
         self._forward(signum)
 
-    def _forward(self, signum: int) -> None:
-        for worker in self.workers.values():
+    def _forward(self, signum: int, workers: list[Worker] | None = None) -> None:
+        for worker in self.workers.values() if workers is None else workers:
             try:
                 worker.process.send_signal(signum)
             except ProcessLookupError:  # already gone: the next reap sees it
