@@ -98,8 +98,8 @@ LSTMSERVE = str(Path(sys.executable).with_name("lstmserve"))
 def serve_process(args: list[str], log: Path, timeout: float = 300) -> tuple[subprocess.Popen, str]:
     """`lstmserve serve ... --port 0` in its own process; (process, address) once health is SERVING."""
     with log.open("w") as stream:
-        process = subprocess.Popen([LSTMSERVE, "serve", "--port", "0", *args], stdout=stream,
-                                   stderr=subprocess.STDOUT)
+        process = subprocess.Popen([LSTMSERVE, "serve", "--port", "0", "--metrics-port", "0", *args],
+                                   stdout=stream, stderr=subprocess.STDOUT)
     try:
         address = wait_for(lambda: _listening(process, log), timeout, "the server to listen")
         with Client(address, timeout=5) as client:

@@ -53,7 +53,7 @@ def _serve_and_stop(model: Path, log: Path) -> tuple[set[str], str]:
     """`lstmserve serve` until SERVING, then SIGTERM: the modules it had loaded and its start-up line."""
     listed = log.with_suffix(".modules.json")
     command = [sys.executable, "-c", SERVE_AND_LIST, str(listed), "serve", "--model", f"m={model}",
-               "--port", "0"]
+               "--port", "0", "--metrics-port", "0"]
     with open(log, "w") as sink:
         child = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT)
         try:
@@ -122,7 +122,7 @@ def test_a_compilation_cache_others_may_write_is_refused(compiled_only, tmp_path
     folder.chmod(0o777)
     for command in ("inspect", "serve"):
         target = ([str(compiled_only)] if command == "inspect"
-                  else ["--model", str(compiled_only), "--port", "0"])
+                  else ["--model", str(compiled_only), "--port", "0", "--metrics-port", "0"])
         done = subprocess.run([sys.executable, "-m", "lstmserve.client.cli", command,
                                "--compilation-cache", str(tmp_path / "shared"), *target],
                               capture_output=True, text=True, timeout=120)

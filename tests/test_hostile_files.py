@@ -181,7 +181,8 @@ def test_serve_exits_with_the_reason_instead_of_hanging(name, tmp_path):
     build, reason = HOSTILE[name]
     good, hostile = hf.dense(tmp_path / "good.h5"), build(tmp_path / f"{name}.h5")
     result = subprocess.run([LSTMSERVE, "serve", "--model", f"good={good}", "--model", f"bad={hostile}",
-                             "--port", "0", "--no-xla"], capture_output=True, text=True, timeout=300)
+                             "--port", "0", "--metrics-port", "0", "--no-xla"],
+                            capture_output=True, text=True, timeout=300)
     assert result.returncode == 1
     lines = [line for line in result.stderr.splitlines() if "cannot load model 'bad'" in line]
     assert len(lines) == 1 and reason in lines[0], result.stderr[-2000:]

@@ -260,7 +260,8 @@ def test_serve_exits_with_the_reason_when_a_model_fails_while_warming(tmp_path):
     path = failing_model(tmp_path / "fails.h5")
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent)}
     result = subprocess.run([str(Path(sys.executable).with_name("lstmserve")), "serve", "--model", str(path),
-                             "--port", "0", "--custom-objects", "custom_layers", "--no-xla"],
+                             "--port", "0", "--metrics-port", "0", "--custom-objects", "custom_layers",
+                             "--no-xla"],
                             capture_output=True, text=True, timeout=300, env=env)
     assert result.returncode == 1
     lines = [line for line in result.stderr.splitlines() if "cannot load model 'fails'" in line]

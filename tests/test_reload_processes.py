@@ -167,8 +167,8 @@ def test_one_bad_model_stops_the_start_unless_keep_going(tmp_path):
     good = modelzoo.constant(tmp_path / "good.h5", 7.0)
     hostile = modelzoo.lambda_layer(tmp_path / "hostile.h5")
     models = ["--model", f"good={good}", "--model", f"hostile={hostile}"]
-    failed = subprocess.run([LSTMSERVE, "serve", "--port", "0", *models], capture_output=True, text=True,
-                            timeout=300)
+    failed = subprocess.run([LSTMSERVE, "serve", "--port", "0", "--metrics-port", "0", *models],
+                            capture_output=True, text=True, timeout=300)
     assert failed.returncode == 1
     assert "cannot load model 'hostile' version 1" in failed.stderr and "is a Lambda" in failed.stderr
     assert "1 model version(s) failed to load at start; stopping (--keep-going" in failed.stderr

@@ -15,6 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
+from lstmserve.server import supervisor
+from lstmserve.server.fleet import FLEET_CONTROL_REASON, WorkerLink
+
 log = logging.getLogger("lstmserve.server")
 
 
@@ -34,6 +37,7 @@ def register_serve(commands: argparse._SubParsersAction) -> None:
     _add_load_options(parser)
     _add_security_options(parser)
     _add_operations_options(parser)
+    supervisor.add_options(parser)
     parser.set_defaults(run=run_serve)
 
 
@@ -95,12 +99,14 @@ def _add_operations_options(parser: argparse.ArgumentParser) -> None:
                         "say; needs lstmserve-server[otel]")
 
 
-def _observer(args: argparse.Namespace, models, sessions):
-    """Metrics and access log as the flags ask; the metrics port is bound here, before models load."""
+def _observer(args: argparse.Namespace, models, sessions, worker: WorkerLink | None = None):
+    """Metrics and access log as the flags ask; the metrics port is bound here, before models load (by
+    the supervisor, for a worker of several)."""
     from lstmserve.server.transport.metrics import Metrics
     from lstmserve.server.transport.observe import Observer, access_logger
-    metrics = Metrics(models, sessions) if args.metrics_port else None
-    if metrics is not None:
+    metrics = Metrics(models, sessions, shared=worker is not None) if args.metrics_port else None
+    index = worker.index if worker else None
+    if metrics is not None and worker is None:
         host = args.metrics_host or args.host
         try:
             port = metrics.serve(host.strip("[]"), args.metrics_port)
@@ -108,7 +114,7 @@ def _observer(args: argparse.Namespace, models, sessions):
             raise OSError(f"cannot serve metrics on {_address(host, args.metrics_port)} ({error.strerror}); "
                           "--metrics-port 0 turns them off") from None
         log.info("metrics at http://%s/metrics", _address(host, port))
-    return Observer(metrics, access_logger(args.access_log) if args.access_log else None)
+    return Observer(metrics, access_logger(args.access_log, index) if args.access_log else None)
 
 
 def _add_security_options(parser: argparse.ArgumentParser) -> None:
@@ -207,7 +213,7 @@ def _add_repository_options(parser: argparse.ArgumentParser) -> None:
                         "the server's rights: only for a repository that only the operator can write)")
 
 
-def _model_repository(args: argparse.Namespace, metrics=None):
+def _model_repository(args: argparse.Namespace, metrics=None, fleet: bool = False):
     """The registry's repository (the --model files and --model-dir) and what ModelService may do."""
     from lstmserve.server.errors import InvalidInput
     from lstmserve.server.serving.model_config import ModelSettings
@@ -238,12 +244,16 @@ def _model_repository(args: argparse.Namespace, metrics=None):
         options = replace(options, observe_load=metrics.observe_load,
                           count_load_failure=metrics.count_load_failure)
     repository = Repository(ModelRegistry(drain_seconds=args.drain_seconds), options)
+    if fleet:
+        return repository, ModelControl(repository, enabled=False, off_reason=FLEET_CONTROL_REASON)
     return repository, ModelControl(repository, enabled=not args.no_model_control)
 
 
-def _start_models(running, repository, keep_going: bool, startup) -> threading.Event:
-    """Load everything in the background; SERVING once done. A failure at start stops the server (set
-    on the returned event) unless --keep-going, which serves the rest."""
+def _start_models(running, repository, keep_going: bool, startup,
+                  worker: WorkerLink | None) -> threading.Event:
+    """Load everything in the background; SERVING once done (a worker of several: ready, and SERVING
+    once every worker is). A failure at start stops the server (set on the returned event) unless
+    --keep-going, which serves the rest."""
     failed, began = threading.Event(), time.perf_counter()
 
     def started(future) -> None:
@@ -259,6 +269,8 @@ def _start_models(running, repository, keep_going: bool, startup) -> threading.E
         running.set_serving(True)
         startup.seconds["load, compile and warm the models"] = time.perf_counter() - began
         _log_startup(startup)
+        if worker is not None:
+            worker.ready()
 
     repository.start().add_done_callback(started)
     return failed
@@ -271,11 +283,15 @@ def _rescan_on_sighup(repository) -> None:
 
 
 def run_serve(args: argparse.Namespace) -> int:
+    if args.processes != 1 and args.fleet_worker is None:
+        return supervisor.supervise(args, sys.argv[1:])  # never imports TensorFlow
     from lstmserve.server.phases import Phases, since_process_start
     startup = Phases()
     startup.seconds["interpreter and command line"] = since_process_start()
     from lstmserve.server.process import configure_logging, tune_for_serving
-    configure_logging(args.log_level or "info", json_lines=args.log_format == "json")
+    worker = WorkerLink.from_flag(args.fleet_worker)
+    configure_logging(args.log_level or "info", json_lines=args.log_format == "json",
+                      worker=worker.index if worker else None)
     try:
         _prepare_tensorflow(args, startup)
     except (ValueError, OSError, RuntimeError) as error:
@@ -289,12 +305,12 @@ def run_serve(args: argparse.Namespace) -> int:
         args.engine = _engine_config(args)
         repository = running = None  # the metrics read both when scraped, once they exist
         observer = _observer(args, lambda: repository.registry.loaded() if repository else [],
-                             lambda: running.sessions.counts() if running else {})
-        repository, control = _model_repository(args, observer.metrics)
+                             lambda: running.sessions.counts() if running else {}, worker)
+        repository, control = _model_repository(args, observer.metrics, fleet=worker is not None)
         security = _security(args, observer)
         running = create_server(repository.registry, _address(args.host, args.port), args.workers,
-                                control=control, observer=observer,
-                                sessions=_session_limits(args), **security)
+                                control=control, observer=observer, sessions=_session_limits(args),
+                                reuse_port=worker is not None, **security)
     except (ValueError, ModelLoadError, OSError, RuntimeError) as error:
         print(f"lstmserve serve: {error}", file=sys.stderr)
         return 2
@@ -303,7 +319,9 @@ def run_serve(args: argparse.Namespace) -> int:
         log.warning("%s", warning)
     tune_for_serving()
     log.info("listening on %s:%d (NOT_SERVING until models are loaded)", args.host, running.port)
-    failed = _start_models(running, repository, args.keep_going, startup)
+    if worker is not None:
+        worker.attach(running)
+    failed = _start_models(running, repository, args.keep_going, startup, worker)
     _rescan_on_sighup(repository)
     code = _wait_for_stop(running, failed)
     repository.close()

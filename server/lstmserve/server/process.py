@@ -129,14 +129,15 @@ def release_freed_memory() -> None:
     trim(0)
 
 
-def configure_logging(level: str = "info", json_lines: bool = False) -> None:
+def configure_logging(level: str = "info", json_lines: bool = False, worker: int | None = None) -> None:
     """lstmserve's lines at `level`, as text or one JSON object a line (python-json-logger); TensorFlow,
-    Keras and absl (Python and C++) only at debug."""
+    Keras and absl (Python and C++) only at debug. A `worker` of `serve --processes N` tags its lines."""
     if level not in LEVELS:
         raise ValueError(f"log level is {level!r}; expected one of {LEVELS}")
     prepare_tensorflow(level)
     handler = logging.StreamHandler(_capture_native_stderr())
-    handler.setFormatter(_json_formatter() if json_lines else logging.Formatter(TEXT_FORMAT))
+    handler.setFormatter(_json_formatter(worker) if json_lines else logging.Formatter(
+        TEXT_FORMAT if worker is None else TEXT_FORMAT.replace("%(name)s", f"[worker {worker}] %(name)s")))
     logging.basicConfig(level=level.upper(), handlers=[handler], force=True)
     logging.captureWarnings(True)
     if level != "debug":
@@ -147,10 +148,11 @@ def configure_logging(level: str = "info", json_lines: bool = False) -> None:
 _captured: list = []  # the stream standing for the real stderr, once descriptor 2 has been captured
 
 
-def _json_formatter() -> logging.Formatter:
+def _json_formatter(worker: int | None) -> logging.Formatter:
     from pythonjsonlogger.json import JsonFormatter
     return JsonFormatter("%(levelname)s %(name)s %(message)s", timestamp="time",
-                         rename_fields={"levelname": "level", "name": "logger"})
+                         rename_fields={"levelname": "level", "name": "logger"},
+                         static_fields=None if worker is None else {"worker": worker})
 
 
 def _capture_native_stderr():

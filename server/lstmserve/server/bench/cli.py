@@ -48,9 +48,10 @@ def register_bench(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--tf-threads", type=int, default=1,
                         help="TensorFlow intra- and inter-op threads of the server and the baseline alike "
                         "(default 1; 0: TensorFlow's default of one per core)")
-    parser.add_argument("--scenario", choices=("sweep", "reload"), default="sweep",
+    parser.add_argument("--scenario", choices=("sweep", "reload", "processes"), default="sweep",
                         help="sweep: the concurrency sweep against the limits (default); reload: new "
-                        "versions landing in a served repository under load (bench/reload.py)")
+                        "versions landing in a served repository under load (bench/reload.py); processes: "
+                        "the heavy model under serve --processes 2 vs 1 (bench/fleet.py)")
     parser.add_argument("--callers", type=int, default=16, help="reload: closed-loop callers")
     parser.add_argument("--versions", type=int, default=3, help="reload: new versions that land")
     parser.add_argument("--quiet-seconds", type=float, default=10.0,
@@ -70,6 +71,8 @@ def run_bench(args: argparse.Namespace) -> int:
     env = _child_env(args.tf_threads)
     if args.scenario == "reload":
         return _run_reload(args, env)
+    if args.scenario == "processes":
+        return _run_processes(args, settings, env)
     try:
         paths = _build_models(args.models, args.out / "models", env)
         results["import_floor"] = _import_floor(env)
@@ -115,6 +118,16 @@ def _run_reload(args: argparse.Namespace, env: dict) -> int:
                 "poll_seconds": args.poll_seconds, "tf_threads": args.tf_threads, "machine": _machine()}
     try:
         reload.run(args, settings, env, _build_models(args.models, args.out / "models", env))
+    except (RuntimeError, TimeoutError, OSError) as error:
+        print(f"lstmserve bench: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _run_processes(args: argparse.Namespace, settings: dict, env: dict) -> int:
+    from lstmserve.server.bench import fleet
+    try:
+        fleet.run(args, settings, env, _build_models(["heavy"], args.out / "models", env))
     except (RuntimeError, TimeoutError, OSError) as error:
         print(f"lstmserve bench: {error}", file=sys.stderr)
         return 1

@@ -43,11 +43,13 @@ async def caller(call, payload: bytes, level: Level, metadata: tuple) -> None:
         level.current.append(time.perf_counter() - started)
 
 
-async def run_level(channel, method: str, payload: bytes, concurrency: int, args) -> dict:
-    call = channel.unary_unary(method)  # bytes in, bytes out: no (de)serialization here
+async def run_level(channels: list, method: str, payload: bytes, concurrency: int, args) -> dict:
+    # Bytes in, bytes out: no (de)serialization here. Callers take the connections in turn.
+    calls = [channel.unary_unary(method) for channel in channels]
     level = Level()
     metadata = (("authorization", f"Bearer {args.token}"),) if args.token else ()
-    tasks = [asyncio.create_task(caller(call, payload, level, metadata)) for _ in range(concurrency)]
+    tasks = [asyncio.create_task(caller(calls[i % len(calls)], payload, level, metadata))
+             for i in range(concurrency)]
     await asyncio.sleep(args.window)  # warm-up window, discarded
     windows, stable = await _windows_until_stable(level, args)
     level.running = False
@@ -107,16 +109,27 @@ async def main(args) -> None:
         predict = (PREDICT, f.read())
     targets = dict(t.split("=", 1) for t in args.target)
     calls = {name: predict for name in targets} | _other_calls(args.call)
-    channels = {name: grpc.aio.insecure_channel(address) for name, address in targets.items()}
+    channels = {name: _connections(address, args.connections) for name, address in targets.items()}
     for concurrency in args.levels:
-        for name, channel in channels.items():  # interleaved, so drift hits every target alike
-            result = await _measured_level(name, channel, calls[name], concurrency, args)
+        for name, connections in channels.items():  # interleaved, so drift hits every target alike
+            result = await _measured_level(name, connections, calls[name], concurrency, args)
             print(json.dumps(result), flush=True)
         if args.pause:  # the benchmark re-measures the in-process baseline on a quiet machine
             print(json.dumps({"level_done": concurrency}), flush=True)
             await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
-    for channel in channels.values():
-        await channel.close()
+    for connections in channels.values():
+        for channel in connections:
+            await channel.close()
+
+
+def _connections(address: str, count: int) -> list:
+    """One channel, or `count` on TCP connections of their own (gRPC shares one connection between
+    channels of the same target and options unless told not to): a server of several processes on one
+    SO_REUSEPORT port gets its connections, not its calls, spread over them."""
+    if count == 1:
+        return [grpc.aio.insecure_channel(address)]
+    return [grpc.aio.insecure_channel(address, options=[("grpc.use_local_subchannel_pool", 1)])
+            for _ in range(count)]
 
 
 def _other_calls(specs: list[str]) -> dict[str, tuple[str, bytes]]:
@@ -130,12 +143,13 @@ def _other_calls(specs: list[str]) -> dict[str, tuple[str, bytes]]:
     return calls
 
 
-async def _measured_level(name: str, channel, call: tuple[str, bytes], concurrency: int, args) -> dict:
+async def _measured_level(name: str, channels: list, call: tuple[str, bytes], concurrency: int,
+                          args) -> dict:
     counted = name == "server"
-    before = await read_stats(channel, args.model) if counted else None
-    result = await run_level(channel, *call, concurrency, args)
+    before = await read_stats(channels[0], args.model) if counted else None
+    result = await run_level(channels, *call, concurrency, args)
     if counted:
-        result["batches"] = batch_sizes(before, await read_stats(channel, args.model))
+        result["batches"] = batch_sizes(before, await read_stats(channels[0], args.model))
     return {"target": name, **result}
 
 
@@ -153,6 +167,8 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--max-windows", type=int, default=8)
     parser.add_argument("--tolerance", type=float, default=0.1)
     parser.add_argument("--token", help="send 'authorization: Bearer TOKEN' with every call")
+    parser.add_argument("--connections", type=int, default=1,
+                        help="TCP connections per target, callers spread over them (default 1)")
     parser.add_argument("--pause", action="store_true",
                         help="after each level, say so and wait for a line on stdin")
     return parser.parse_args(argv)

@@ -58,10 +58,12 @@ def table(result: dict) -> str:
         lines.append(f"{level['concurrency']:>4} | {base.get('requests_per_s', 0):>11.0f} "
                      f"{base.get('p50_ms', 0):>7.2f} | {level['requests_per_s']:>14.0f} "
                      f"{level['p50_ms']:>7.2f} {sum(level['errors'].values()):>4}")
-    for verdict in result["verdicts"]:
-        lines.append(f"  {verdict['target']}: {verdict['value']:.3f} ({verdict['bound']})"
-                     f"{'' if verdict['met'] else '  NOT MET'}")
-    return "\n".join(lines)
+    return "\n".join(lines + verdict_lines(result["verdicts"]))
+
+
+def verdict_lines(verdicts: list[dict]) -> list[str]:
+    return [f"  {verdict['target']}: {verdict['value']:.3f} ({verdict['bound']})"
+            f"{'' if verdict['met'] else '  NOT MET'}" for verdict in verdicts]
 
 
 def _record(result: dict, line: dict) -> None:

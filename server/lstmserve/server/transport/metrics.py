@@ -3,7 +3,8 @@
 Per-call figures are counted as calls finish; per-model figures (batch sizes, queue depth, versions) are
 read from the registry and each engine's EngineStats when Prometheus scrapes, so the model's own thread
 never touches a metric. Labels carry the method, model name, version, mode and status code, nothing of a
-request's contents.
+request's contents. A worker of `serve --processes N` (`shared`) writes prometheus_client's multiprocess
+files instead, which its supervisor serves; metrics_multiprocess.py copies the per-model figures there.
 """
 
 from __future__ import annotations
@@ -21,13 +22,22 @@ LATENCY_BUCKETS = (1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 5e-2, 0
                    5.0, 10.0)
 LOAD_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+# Per-model figures: the same names and help in one process (read at scrape time) and in several.
+INFLIGHT = ("lstmserve_inflight_requests", "Calls being handled now")
+VERSIONS = ("lstmserve_model_versions_loaded", "Versions of each model being served")
+QUEUED = ("lstmserve_queue_depth", "Requests waiting for each model version's engine")
+BATCH_ROWS = ("lstmserve_batch_rows", "Rows per model call (batches run)")
 
 
 class Metrics:
-    """Every lstmserve metric in one registry of its own (several servers in one process stay apart)."""
+    """Every lstmserve metric in one registry of its own (several servers in one process stay apart).
+
+    `shared`: this process is one worker of several, its figures written to PROMETHEUS_MULTIPROC_DIR for
+    the supervisor to serve (the registry itself is then never served).
+    """
 
     def __init__(self, models: Callable[[], Iterable] = lambda: (),
-                 sessions: Callable[[], dict[str, int]] = dict) -> None:
+                 sessions: Callable[[], dict[str, int]] = dict, shared: bool = False) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self.requests = Counter("lstmserve_requests", "Calls answered, by method, model, version, mode and "
                                 "status code", ["method", "model", "version", "mode", "code"],
@@ -38,8 +48,9 @@ class Metrics:
         # Counted as plain integers on the event loop (every handler runs there) and read at scrape
         # time: a Gauge's inc and dec take a lock each, 3 us a call for a figure read every few seconds.
         self.started = self.finished = 0
-        inflight = Gauge("lstmserve_inflight_requests", "Calls being handled now", registry=self.registry)
-        inflight.set_function(lambda: self.started - self.finished)
+        if not shared:
+            inflight = Gauge(*INFLIGHT, registry=self.registry)
+            inflight.set_function(lambda: self.started - self.finished)
         self.rejected = Counter("lstmserve_rejected", "Calls refused before any model work, by reason "
                                 "(overload, auth)", ["reason"], registry=self.registry)
         self.load_seconds = Histogram("lstmserve_model_load_duration_seconds", "Time to read, build, compile "
@@ -47,7 +58,12 @@ class Metrics:
                                       registry=self.registry)
         self.load_failures = Counter("lstmserve_model_load_failures", "Model versions that failed to load",
                                      ["model"], registry=self.registry)
-        self.registry.register(_EngineCollector(models, sessions))
+        if shared:
+            from lstmserve.server.transport.metrics_multiprocess import SharedFigures
+            self.figures = SharedFigures(self, models)
+            self.figures.start()
+        else:
+            self.registry.register(_EngineCollector(models, sessions))
         self._lock = threading.Lock()
         self._children: dict[tuple, tuple] = {}
 
@@ -89,12 +105,9 @@ class _EngineCollector(Collector):
         return []  # figures appear with the models; nothing to declare up front
 
     def collect(self):
-        versions = GaugeMetricFamily("lstmserve_model_versions_loaded", "Versions of each model being served",
-                                     labels=["model"])
-        queued = GaugeMetricFamily("lstmserve_queue_depth", "Requests waiting for each model version's "
-                                   "engine", labels=["model", "version"])
-        batches = HistogramMetricFamily("lstmserve_batch_rows", "Rows per model call (batches run)",
-                                        labels=["model", "version"])
+        versions = GaugeMetricFamily(*VERSIONS, labels=["model"])
+        queued = GaugeMetricFamily(*QUEUED, labels=["model", "version"])
+        batches = HistogramMetricFamily(*BATCH_ROWS, labels=["model", "version"])
         counted: dict[str, int] = {}
         for model in self._models():
             counted[model.name] = counted.get(model.name, 0) + 1

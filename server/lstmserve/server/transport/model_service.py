@@ -35,6 +35,8 @@ class ModelControl:
 
     repository: Repository | None = None
     enabled: bool = True
+    off_reason: str = ("model control is off on this server (--no-model-control): models change only "
+                       "through its repository directory")
 
     async def load(self, name: str, version: str = "") -> ModelStatus:
         return await asyncio.wrap_future(self.require().load(name, version))
@@ -48,8 +50,7 @@ class ModelControl:
     def require(self) -> Repository:
         """The repository; ControlDisabled (PERMISSION_DENIED) when control is off or there is none."""
         if not self.enabled:
-            raise ControlDisabled("model control is off on this server (--no-model-control): models "
-                                  "change only through its repository directory")
+            raise ControlDisabled(self.off_reason)
         if self.repository is None:
             raise ControlDisabled("this server has no model repository to load from or unload to")
         return self.repository

@@ -7,6 +7,7 @@ and nothing when metrics and the access log are off (the observer is then the nu
 
 from __future__ import annotations
 
+import atexit
 import contextvars
 import logging
 import logging.handlers
@@ -104,13 +105,18 @@ def _peer(context) -> str:
         return ""
 
 
-def access_logger(destination: str) -> logging.Logger:
+def access_logger(destination: str, worker: int | None = None) -> logging.Logger:
     """A logger writing JSON lines to `destination` (a path, or '-' for stdout) from a thread of its own,
-    so a slow disk never holds up the event loop."""
+    so a slow disk never holds up the event loop.
+
+    The workers of `serve --processes N` share the destination, each line tagged with its `worker`: a
+    file is opened for appending (O_APPEND) and each line leaves in one write once formatted, so lines
+    of several processes never interleave (a pipe keeps writes under 4 KiB whole)."""
     from pythonjsonlogger.json import JsonFormatter
     handler = (logging.StreamHandler(sys.stdout) if destination == "-"
                else logging.FileHandler(destination, encoding="utf-8"))
-    handler.setFormatter(JsonFormatter("%(message)s", timestamp="time"))  # ISO 8601, UTC
+    handler.setFormatter(JsonFormatter("%(message)s", timestamp="time",  # ISO 8601, UTC
+                                       static_fields=None if worker is None else {"worker": worker}))
     records: queue.SimpleQueue = queue.SimpleQueue()
     listener = logging.handlers.QueueListener(records, handler)
     listener.start()
@@ -118,7 +124,10 @@ def access_logger(destination: str) -> logging.Logger:
     logger.handlers[:] = [_Enqueue(records)]
     logger.setLevel(logging.INFO)
     logger.propagate = False  # access lines go to their own destination, not the server log
-    logger.listener = listener  # kept alive with the logger; stopped at exit by logging.shutdown's flush
+    logger.listener = listener  # kept alive with the logger
+    # At exit, the lines still queued are written before logging.shutdown closes the file (atexit runs
+    # the latest registration first); the listener's thread is a daemon and would just vanish.
+    atexit.register(listener.stop)
     return logger
 
 

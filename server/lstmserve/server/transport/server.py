@@ -45,6 +45,8 @@ class RunningServer:
 
     Health answers for "" and SERVICE_NAME (the server: SERVING once `set_serving(True)`), and for
     SERVICE_NAME/NAME per model: SERVING while the server is and that model has an AVAILABLE version.
+    A worker of `serve --processes N` also waits for its supervisor's gate (`set_gate`): SERVING only
+    while every worker is ready; alone, the gate stays open.
     """
 
     server: grpc.aio.Server
@@ -55,10 +57,19 @@ class RunningServer:
     thread: threading.Thread
     serving: bool = False
     sessions: SessionManager | None = None
+    gate_open: bool = True
 
     def set_serving(self, serving: bool) -> None:
         self.serving = serving
         self._call(self._publish_health())
+
+    def set_gate(self, open_: bool) -> None:
+        """The supervisor's word (any thread): every worker ready, or not."""
+        self.gate_open = open_
+        try:
+            asyncio.run_coroutine_threadsafe(self._publish_health(), self.loop)
+        except RuntimeError:  # the loop has closed: the server is gone
+            pass
 
     def stop(self, grace: float | None = None) -> None:
         if self.loop.is_closed():
@@ -78,14 +89,14 @@ class RunningServer:
             pass
 
     async def _publish_health(self) -> None:
-        status = _status(self.serving)
+        status = _status(self.serving and self.gate_open)
         for service in ("", SERVICE_NAME):
             await self.health.set(service, status)
         for name in self.registry.names():
             await self._publish_model(name)
 
     async def _publish_model(self, name: str) -> None:
-        serving = self.serving and self.registry.available(name)
+        serving = self.serving and self.gate_open and self.registry.available(name)
         await self.health.set(model_health_name(name), _status(serving))
 
     def _call(self, coroutine, timeout: float = 30):
@@ -105,7 +116,8 @@ def create_server(registry: ModelRegistry, address: str = "127.0.0.1:0", workers
                   credentials: grpc.ServerCredentials | None = None,
                   interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
                   control: ModelControl = NO_CONTROL, observer: Observer = NULL_OBSERVER,
-                  sessions: SessionLimits = DEFAULT_SESSION_LIMITS) -> RunningServer:
+                  sessions: SessionLimits = DEFAULT_SESSION_LIMITS,
+                  reuse_port: bool = False) -> RunningServer:
     """A started server on `address` (port 0 picks a free port), NOT_SERVING until told otherwise.
 
     One event loop answers every call (no thread per call, so no contention for the interpreter lock
@@ -113,8 +125,10 @@ def create_server(registry: ModelRegistry, address: str = "127.0.0.1:0", workers
     threads serve any handler that is not a coroutine. `credentials` (transport.auth.server_credentials)
     make the port TLS only; `interceptors` see every call (transport.auth.TokenAuthInterceptor);
     `control` is what ModelService's load, unload and rescan reach (none: they are refused).
-    `observer` (transport.observe) counts and logs every call the servicers answer.
     `sessions` bounds streaming sessions (idle time, sessions per model, forecast horizon).
+    `observer` (transport.observe) counts and logs every call the servicers answer. `reuse_port`: the
+    port is shared with the other workers of `serve --processes N` (SO_REUSEPORT); otherwise a port in
+    use is an error.
     """
     manager = SessionManager(registry, sessions)
     loop = asyncio.new_event_loop()
@@ -122,7 +136,8 @@ def create_server(registry: ModelRegistry, address: str = "127.0.0.1:0", workers
     thread.start()
     try:
         server, port, health_servicer = asyncio.run_coroutine_threadsafe(
-            _start(registry, address, workers, credentials, tuple(interceptors), control, observer, manager),
+            _start(registry, address, workers, credentials, tuple(interceptors), control, observer, manager,
+                   reuse_port),
             loop).result(60)
     except BaseException:
         loop.call_soon_threadsafe(loop.stop)
@@ -136,13 +151,13 @@ def create_server(registry: ModelRegistry, address: str = "127.0.0.1:0", workers
 
 async def _start(registry: ModelRegistry, address: str, workers: int,
                  credentials: grpc.ServerCredentials | None, interceptors: tuple, control: ModelControl,
-                 observer: Observer, manager: SessionManager):
+                 observer: Observer, manager: SessionManager, reuse_port: bool):
     server = grpc.aio.server(
         futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="rpc"),
         interceptors=interceptors,
         options=[("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
                  ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-                 ("grpc.so_reuseport", 0)],
+                 ("grpc.so_reuseport", int(reuse_port))],
     )
     prediction, stats = PredictionServicer(registry, manager.limits), StatsServicer(registry)
     models, session_servicer = ModelServicer(registry, control), SessionServicer(manager)

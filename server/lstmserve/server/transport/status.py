@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 import re
@@ -58,6 +59,9 @@ def guarded(handler):
         token, code = self.observer.start(method), grpc.StatusCode.OK
         try:
             return await handler(self, request, context)
+        except asyncio.CancelledError:
+            code = grpc.StatusCode.CANCELLED  # the caller went away (or the server stopped): not an OK
+            raise
         except Exception as error:  # noqa: BLE001 (the point of this guard)
             if context.code() is not None and not isinstance(error, errors.ServingError):
                 code = context.code()
