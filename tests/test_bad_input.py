@@ -50,6 +50,13 @@ CASES = {
         request({"": tpb.Tensor(dtype=tpb.DATA_TYPE_FLOAT32, shape=[5, 1, 1],
                                 content=b"\0" * 12)}), "INVALID_ARGUMENT",
         "input: shape [5, 1, 1] of float32 needs 20 bytes; content has 12"),
+    "a zero beside huge dimensions": (
+        request({"": tpb.Tensor(dtype=tpb.DATA_TYPE_FLOAT32, shape=[0, 2**40, 2**40])}),
+        "INVALID_ARGUMENT",
+        "input has shape [0, 1099511627776, 1099511627776], larger than any tensor can be"),
+    "rank 65": (
+        request({"": tpb.Tensor(dtype=tpb.DATA_TYPE_FLOAT32, shape=[1] * 65, content=b"\0" * 4)}),
+        "INVALID_ARGUMENT", "input has rank 65; a tensor has at most 32 dimensions"),
     "empty batch": (
         request({"": to_tensor(np.zeros((0, 1, 1), np.float32))}), "INVALID_ARGUMENT",
         "input 'input_layer' is an empty batch (shape [0, 1, 1]); model 'seed' expects"),

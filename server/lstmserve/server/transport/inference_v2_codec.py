@@ -8,7 +8,6 @@ classification extension defines it: BYTES strings "<value>:<index>[:<label>]", 
 
 from __future__ import annotations
 
-import math
 import struct
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -16,6 +15,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from lstmserve.client import tensors
 from lstmserve.inference.v2 import grpc_predict_v2_pb2 as v2
 from lstmserve.server.errors import InvalidInput, ModeNotSupported
 from lstmserve.server.serving.heads import Mode, OutputHead
@@ -39,9 +39,6 @@ DATATYPE_BY_DTYPE = {dtype.newbyteorder("="): name for name, dtype in DTYPE_BY_D
 TYPED_FIELD = {"FP32": "fp32_contents", "FP64": "fp64_contents", "INT32": "int_contents",
                "INT64": "int64_contents"}
 SERVED = ", ".join(DTYPE_BY_DATATYPE)
-# numpy sizes arrays in signed 64-bit integers: a larger shape can only be a mistake, and must be
-# refused before numpy's own arithmetic turns it into an exception that reads like a server bug.
-MAX_BYTES = 2**63 - 1
 
 # Parameters whose meaning lstmserve cannot honour: silently ignoring them would answer a different
 # question than the one asked. Any other parameter (priority, timeout, ...) is a hint and is ignored.
@@ -109,14 +106,11 @@ def decode_input(tensor: v2.ModelInferRequest.InferInputTensor, raw: bytes | Non
 
 
 def element_count(shape: Sequence[int], itemsize: int, label: str) -> int:
-    """prod(shape), refusing negative dimensions and sizes no array can have."""
-    if any(dim < 0 for dim in shape):
-        raise InvalidInput(f"{label} has shape {list(shape)}; every dimension must be 0 or more")
-    # Zero dimensions are left out: [2**40, 2**40, 0] holds no element, yet numpy cannot shape it.
-    if math.prod(dim for dim in shape if dim) * itemsize > MAX_BYTES:
-        raise InvalidInput(f"{label} has shape {list(shape)}, larger than any tensor can be "
-                           f"(over {MAX_BYTES} bytes)")
-    return math.prod(shape)
+    """prod(shape), refusing what no array can have, with the checks lstmserve.v1's codec makes."""
+    try:
+        return tensors.element_count(shape, itemsize, label)
+    except tensors.TensorDecodeError as error:
+        raise InvalidInput(str(error)) from None
 
 
 def _from_contents(tensor, dtype: np.dtype, count: int, label: str) -> np.ndarray:
