@@ -133,3 +133,20 @@ def test_deadline_is_applied_per_call(client):
     with pytest.raises(Exception) as caught:
         client.predict(np.zeros((50_000, 1, 1), np.float32), model="seed", timeout=0.001)
     assert caught.value.code.name == "DEADLINE_EXCEEDED"
+
+
+LONG = "m" * 100_000
+
+
+@pytest.mark.parametrize("bad, code", [
+    (request(model=LONG), "NOT_FOUND"),
+    (request(version=LONG), "NOT_FOUND"),
+    (request({LONG: to_tensor(GOOD)}), "INVALID_ARGUMENT"),
+    (request({f"x{i}": to_tensor(GOOD) for i in range(1000)}), "INVALID_ARGUMENT"),
+], ids=["model name", "version", "input name", "a thousand input names"])
+def test_error_messages_repeat_at_most_a_bounded_part_of_the_request(stub, bad, code):
+    with pytest.raises(grpc.RpcError) as caught:
+        stub.Predict(bad, timeout=30)
+    assert caught.value.code().name == code, caught.value.details()
+    assert len(caught.value.details()) < 1500
+    assert "(100000 characters)" in caught.value.details() or "and 992 more" in caught.value.details()

@@ -215,3 +215,12 @@ def test_reflection_lists_the_v2_service(demo_server):
         reply = next(stub.ServerReflectionInfo(iter([request])))
     names = {service.name for service in reply.list_services_response.service}
     assert {"inference.GRPCInferenceService", "lstmserve.v1.PredictionService"} <= names
+
+
+def test_long_names_are_repeated_in_part(stub):
+    for request in (bad(model="m" * 100_000), infer_request(seed_data()[0], name="i" * 100_000)):
+        with pytest.raises(grpc.RpcError) as caught:
+            stub.ModelInfer(request, timeout=30)
+        assert caught.value.code().name in ("NOT_FOUND", "INVALID_ARGUMENT"), caught.value.details()
+        assert "... (100000 characters)" in caught.value.details()
+        assert len(caught.value.details()) < 1500

@@ -17,7 +17,7 @@ import numpy as np
 
 from lstmserve.client import tensors
 from lstmserve.inference.v2 import grpc_predict_v2_pb2 as v2
-from lstmserve.server.errors import InvalidInput, ModeNotSupported
+from lstmserve.server.errors import InvalidInput, ModeNotSupported, shown
 from lstmserve.server.serving.heads import Mode, OutputHead
 from lstmserve.server.specs import TensorSpec
 
@@ -75,7 +75,8 @@ def inputs_from_request(request: v2.ModelInferRequest) -> dict[str, np.ndarray]:
     arrays: dict[str, np.ndarray] = {}
     for index, tensor in enumerate(request.inputs):
         if tensor.name in arrays:
-            raise InvalidInput(f"input '{tensor.name}' appears twice in the request; send each input once")
+            raise InvalidInput(f"input '{shown(tensor.name)}' appears twice in the request; "
+                               "send each input once")
         arrays[tensor.name] = decode_input(tensor, raw[index] if raw else None, index)
     return arrays
 
@@ -83,10 +84,10 @@ def inputs_from_request(request: v2.ModelInferRequest) -> dict[str, np.ndarray]:
 def decode_input(tensor: v2.ModelInferRequest.InferInputTensor, raw: bytes | None,
                  index: int = 0) -> np.ndarray:
     """One input tensor as an array, from its raw bytes (when the request has them) or typed contents."""
-    label = f"input '{tensor.name}'"
+    label = f"input '{shown(tensor.name)}'"
     dtype = DTYPE_BY_DATATYPE.get(tensor.datatype)
     if dtype is None:
-        raise InvalidInput(f"{label} has datatype '{tensor.datatype}'; expected one of {SERVED}")
+        raise InvalidInput(f"{label} has datatype '{shown(tensor.datatype)}'; expected one of {SERVED}")
     refuse_parameters(tensor.parameters, label)
     shape = tuple(tensor.shape)
     count = element_count(shape, dtype.itemsize, label)
@@ -153,7 +154,7 @@ def requested_outputs(request: v2.ModelInferRequest, model: LoadedModel) -> list
     heads = {head.name: head for head in model.heads}
     chosen: dict[str, RequestedOutput] = {}
     for output in request.outputs:
-        label = f"output '{output.name}'"
+        label = f"output '{shown(output.name)}'"
         if output.name not in heads:
             raise InvalidInput(f"model '{model.name}' has outputs {list(heads)}; request asks for "
                                f"{label}")
@@ -193,7 +194,7 @@ def require_classes(head: OutputHead, model_name: str) -> None:
 
 def _parameter_label(parameter: v2.InferParameter) -> str:
     kind = parameter.WhichOneof("parameter_choice")
-    return f"{kind} {getattr(parameter, kind)!r}" if kind else "an empty InferParameter"
+    return f"{kind} {shown(repr(getattr(parameter, kind)))}" if kind else "an empty InferParameter"
 
 
 # --- responses ----------------------------------------------------------------------------------
