@@ -9,7 +9,7 @@ import modelzoo
 import numpy as np
 import pytest
 from conftest import load
-from engines import WrappedEngine
+from engines import GatedEngine, WrappedEngine
 
 from lstmserve.client import Client, LstmserveError
 from lstmserve.server.engine.base import BatchConfig
@@ -17,24 +17,6 @@ from lstmserve.server.engine.batcher import Batcher
 from lstmserve.server.errors import ModelFailed, Overloaded
 from lstmserve.v1 import stats_pb2 as spb
 from lstmserve.v1 import stats_pb2_grpc as spb_grpc
-
-
-class GatedEngine(WrappedEngine):
-    """The model's real engine, held at its first call until released, so the rest pile up in the queue."""
-
-    def __init__(self, engine, poison: float | None = None) -> None:
-        super().__init__(engine)
-        self.poison = poison
-        self.entered, self.release = threading.Event(), threading.Event()
-        self.batches: list[int] = []
-
-    def predict(self, arrays):
-        self.entered.set()
-        assert self.release.wait(30), "test never released the engine"
-        if self.poison is not None and (arrays[0] == self.poison).any():
-            raise RuntimeError("poisoned row (internal detail that must not reach callers)")
-        self.batches.append(arrays[0].shape[0])
-        return self.engine.predict(arrays)
 
 
 def burst(batcher: Batcher, gate: GatedEngine, requests: list[list[np.ndarray]]) -> list:
