@@ -6,11 +6,11 @@ timesteps) are grouped by shape, never padded: padding would change an unmasked 
 The worker thread keeps model work off the RPC threads, so health and metadata stay responsive; only
 an inline engine (the compiled twin, microseconds on the caller's thread) skips the queue.
 
-No request holds the model for longer than one batch: each batch takes at most max_batch rows (an inline
-engine's, 64 times more), a request with more gives one chunk and goes back to the end of the queue, so a
-1-row call waits behind a chunk of each queued request, not behind whole 60 MB ones. A request whose caller has gone (cancelled,
-or its deadline passed: gRPC then cancels the handler, which cancels the future it awaits) is dropped
-from the queue before its next chunk runs.
+No request holds the model for longer than one batch: each batch takes at most max_batch rows (an
+inline engine's, 64 times more), a request with more gives one chunk and goes back to the end of the
+queue, so a 1-row call waits behind a chunk of each queued request, not behind whole 60 MB ones. A
+request whose caller has gone (cancelled, or its deadline passed: gRPC then cancels the handler, which
+cancels the future it awaits) is dropped from the queue before its next chunk runs.
 """
 
 from __future__ import annotations

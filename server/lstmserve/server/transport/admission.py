@@ -35,6 +35,8 @@ EXEMPT_METHODS = ("/grpc.health.v1.Health/", "/inference.GRPCInferenceService/Se
 # The pause a refused caller is told to take (gRPC's retry pushback trailer, and the message).
 RETRY_AFTER_MS = 100
 UNDECODABLE_LOG_EVERY_S = 60.0
+# A draining server stops once its calls are answered and no new one has come for this long.
+QUIET_S = 0.2
 
 
 @dataclass(frozen=True)
@@ -82,6 +84,7 @@ class Admission:
         self.calls = 0
         self.bytes = 0
         self.draining = False
+        self._last_refusal = 0.0
         self._undecodable = _Throttled(UNDECODABLE_LOG_EVERY_S)
 
     def register(self, server: grpc.aio.Server, add: Callable[[object], None]) -> None:
@@ -95,10 +98,13 @@ class Admission:
             server.add_registered_method_handlers(service, wrapped)
 
     async def drained(self, timeout: float) -> bool:
-        """Refuse new calls (UNAVAILABLE) and wait up to `timeout` s for the admitted ones to finish."""
+        """Refuse new calls (UNAVAILABLE) and wait up to `timeout` s for the admitted ones to finish,
+        then for callers to stop sending new ones (QUIET_S without one): a call that reaches a server
+        as it stops is answered CANCELLED by gRPC itself (grpc/grpc#41785), not UNAVAILABLE."""
         self.draining = True
-        deadline = time.monotonic() + timeout
-        while self.calls and time.monotonic() < deadline:
+        self._last_refusal = time.monotonic()
+        deadline = self._last_refusal + timeout
+        while (self.calls or time.monotonic() - self._last_refusal < QUIET_S) and time.monotonic() < deadline:
             await asyncio.sleep(0.02)
         return self.calls == 0
 
@@ -177,6 +183,7 @@ class Admission:
         reason = "draining" if self.draining else "overload" if over_calls else "inflight_bytes"
         self.on_refused(method, reason)
         if self.draining:
+            self._last_refusal = time.monotonic()
             await context.abort(grpc.StatusCode.UNAVAILABLE,
                                 "server is shutting down; retry (another replica answers)")
         if over_calls:
