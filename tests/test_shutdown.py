@@ -5,18 +5,14 @@ The callers use plain gRPC channels: the SDK retries UNAVAILABLE and CANCELLED, 
 server that cancels calls it had accepted."""
 
 import itertools
-import re
 import signal
-import subprocess
-import sys
 import threading
 import time
-from pathlib import Path
 
 import grpc
 import numpy as np
 import pytest
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from serving import health, serve
 
 from lstmserve.client import to_tensor
 from lstmserve.v1 import model_pb2 as mpb
@@ -25,33 +21,7 @@ from lstmserve.v1 import prediction_service_pb2_grpc as pb_grpc
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-LSTMSERVE = str(Path(sys.executable).with_name("lstmserve"))
 CALLERS = 16
-
-
-def serve(classifier_h5: Path, log: Path, *flags: str) -> tuple[subprocess.Popen, str]:
-    """`lstmserve serve` of the classifier on port 0; its address once health says SERVING."""
-    with log.open("w") as stream:
-        process = subprocess.Popen([LSTMSERVE, "serve", "--model", f"classifier={classifier_h5}",
-                                    "--port", "0", *flags], stdout=stream, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        assert process.poll() is None, log.read_text()[-3000:]
-        found = re.search(r"listening on (\S+):(\d+)", log.read_text())
-        if found and health(f"{found[1]}:{found[2]}") == "SERVING":
-            return process, f"{found[1]}:{found[2]}"
-        time.sleep(0.3)
-    process.kill()
-    raise AssertionError(log.read_text()[-3000:])
-
-
-def health(address: str) -> str:
-    try:
-        with grpc.insecure_channel(address) as channel:
-            reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5)
-            return health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
-    except grpc.RpcError as error:
-        return error.code().name
 
 
 def classifier_request(rows: int) -> pb.PredictRequest:
@@ -92,7 +62,7 @@ class Callers:
 
 def test_a_signal_mid_run_answers_every_started_call_and_exits_0(classifier_h5, tmp_path):
     log = tmp_path / "serve.log"
-    process, address = serve(classifier_h5, log, "--grace-seconds", "20")
+    process, address = serve({"classifier": classifier_h5}, log, "--grace-seconds", "20")
     callers = Callers(address, rows=3000)
     time.sleep(3)
     signalled = time.monotonic()
@@ -127,7 +97,7 @@ def test_a_signal_mid_run_answers_every_started_call_and_exits_0(classifier_h5, 
 
 def test_a_second_signal_exits_at_once(classifier_h5, tmp_path):
     log = tmp_path / "serve.log"
-    process, address = serve(classifier_h5, log, "--grace-seconds", "60")
+    process, address = serve({"classifier": classifier_h5}, log, "--grace-seconds", "60")
     with grpc.insecure_channel(address) as channel:
         long = pb_grpc.PredictionServiceStub(channel).Predict.future(classifier_request(400_000), timeout=120)
         time.sleep(1)
