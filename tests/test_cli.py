@@ -138,7 +138,7 @@ def test_file_limits_come_from_the_flags(seed_h5):
 @pytest.mark.parametrize("flags, message", [
     (["--max-inflight-bytes", "1MiB"], "--max-inflight-bytes (1048576) must be at least --max-message-bytes"),
     (["--max-concurrent-calls", "0"], "must be 1 or more"),
-    (["--max-config-depth", "0"], "--max-model-bytes and --max-config-depth must be 1 or more"),
+    (["--max-config-depth", "0"], "and --max-config-depth must be 1 or more"),
     (["--max-message-bytes", "lots"], "'lots' is not a size"),
 ])
 def test_serve_refuses_limits_it_cannot_honour(seed_h5, flags, message):
