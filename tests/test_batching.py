@@ -33,6 +33,12 @@ def burst(batcher: Batcher, gate: GatedEngine, requests: list[list[np.ndarray]])
         return [f.exception() or f.result() for f in futures]
 
 
+def assert_answers_are_the_models(path, requests: list, answers: list) -> None:
+    """Each single-input request's answer equals tf-keras's on the same rows."""
+    for (x,), (y,) in zip(requests, answers):
+        np.testing.assert_allclose(y, modelzoo.reference(path, x)[0], rtol=1e-5, atol=1e-6)
+
+
 def batch_of(rows: int, timesteps: int = 1, start: float = 0.0) -> np.ndarray:
     return (start + np.arange(rows * timesteps, dtype=np.float32) / 100).reshape(rows, timesteps, 1)
 
@@ -45,8 +51,7 @@ def test_mixed_batch_sizes_are_split_back_to_their_callers(loaded_seed, seed_h5)
     requests = [[batch_of(n, start=i)] for i, n in enumerate(sizes)]
     answers = burst(batcher, gate, requests)
     assert gate.batches == [2, sum(sizes[1:])]  # the six queued requests ran as one batch
-    for (x,), (y,) in zip(requests, answers):
-        np.testing.assert_allclose(y, modelzoo.reference(seed_h5, x)[0], rtol=1e-5, atol=1e-6)
+    assert_answers_are_the_models(seed_h5, requests, answers)
     stats = batcher.stats()
     assert (stats.requests, stats.rows, stats.batches) == (7, sum(sizes), 2)
     batcher.close()
@@ -61,8 +66,7 @@ def test_batches_are_cut_at_max_batch_rows(loaded_seed, seed_h5):
     # 5+3 | 4+2 and 2 rows of the 20: a request larger than max_batch fills the room left, then runs in
     # chunks of at most max_batch rows; one that fits in a batch is never split.
     assert gate.batches == [1, 8, 8, 8, 8, 2]
-    for (x,), (y,) in zip(requests, answers):
-        np.testing.assert_allclose(y, modelzoo.reference(seed_h5, x)[0], rtol=1e-5, atol=1e-6)
+    assert_answers_are_the_models(seed_h5, requests, answers)
     batcher.close()
 
 
@@ -95,8 +99,7 @@ def test_free_timesteps_are_grouped_by_length_not_padded(tmp_path):
     requests = [[batch_of(2, t, start=i)] for i, t in enumerate(lengths)]
     answers = burst(batcher, gate, requests)
     assert gate.batches == [2, 6, 4]  # one run per length: 3, 3, 3 together; 5, 5 together
-    for (x,), (y,) in zip(requests, answers):
-        np.testing.assert_allclose(y, modelzoo.reference(path, x)[0], rtol=1e-5, atol=1e-6)
+    assert_answers_are_the_models(path, requests, answers)
     batcher.close()
 
 
@@ -236,8 +239,7 @@ def test_a_one_row_call_waits_for_a_chunk_of_each_big_request_not_for_all_of_the
     # Before: each 40-row request ran whole, 120 rows ahead of the 1-row call. Now one chunk of each.
     assert rows_before(gate, gate.marked) <= 1 + 3 * 8
     assert sum(gate.batches) == 1 + 120 + 1 and max(gate.batches) <= 8
-    for (x,), (y,) in zip([*bigs, one], answers[1:]):
-        np.testing.assert_allclose(y, modelzoo.reference(seed_h5, x)[0], rtol=1e-5, atol=1e-6)
+    assert_answers_are_the_models(seed_h5, [*bigs, one], answers[1:])
     batcher.close()
 
 
