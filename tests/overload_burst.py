@@ -1,6 +1,6 @@
 """Load generator for test_overload.py, run in a process of its own so it never shares the server's
-interpreter lock: ROUNDS bursts of CALLERS simultaneous Predict calls over grpc.aio, with a health check
-every 20 ms throughout; prints JSON counts of the status codes each saw."""
+interpreter lock: ROUNDS bursts of CALLERS simultaneous Predict calls of ROWS rows over grpc.aio, with a
+health check every 20 ms throughout; prints JSON counts of the status codes each saw."""
 
 from __future__ import annotations
 
@@ -40,8 +40,8 @@ async def probe(channel, done: asyncio.Event, codes: collections.Counter) -> Non
         await asyncio.sleep(0.02)
 
 
-async def main(address: str, callers: int, rounds: int) -> None:
-    x = np.random.default_rng(0).random((8, 20, 1), dtype=np.float32)
+async def main(address: str, callers: int, rounds: int, rows: int) -> None:
+    x = np.random.default_rng(0).random((rows, 20, 1), dtype=np.float32)
     request = pb.PredictRequest(model=mpb.ModelSpec(name="classifier"), mode=mpb.PREDICTION_MODE_VALUES,
                                 inputs={"": to_tensor(x)})
     channels = [grpc.aio.insecure_channel(address) for _ in range(CHANNELS + 1)]
@@ -61,4 +61,4 @@ async def main(address: str, callers: int, rounds: int) -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main(sys.argv[1], int(sys.argv[2]), int(sys.argv[3])))
+    asyncio.run(main(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])))
