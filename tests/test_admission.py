@@ -63,7 +63,9 @@ def test_undecodable_bytes_get_invalid_argument_on_every_method_and_one_log_line
         methods = [method for service in SERVICES for method in service.methods]
         for method in methods:
             error = raw_call(channel, method, UNDECODABLE)
-            expected = f"request is not a valid {method.input_type.full_name} (3 bytes)"
+            # gRPC itself decodes a client stream's messages, so no size is known there.
+            size = "" if method.client_streaming else " (3 bytes)"
+            expected = f"request is not a valid {method.input_type.full_name}{size}"
             if error is None or error.code() != grpc.StatusCode.INVALID_ARGUMENT or \
                     error.details() != expected:
                 wrong.append((method.full_name, error and error.code(), error and error.details()))

@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import grpc
+from google.protobuf.message import DecodeError
 
 from lstmserve.server.errors import InvalidInput
 from lstmserve.server.transport.status import status_for
@@ -112,23 +113,26 @@ class Admission:
         parse = _Parser(method, handler.request_deserializer, self._undecodable, self.on_refused)
         exempt = method.startswith(EXEMPT_METHODS)
         if handler.request_streaming:
+            # Messages are read as they come (an async iterator, or context.read()): gRPC keeps decoding
+            # them, and the iterator the handler gets answers a decoding failure as undecodable bytes.
             behavior = handler.stream_stream or handler.stream_unary
-            wrapped = self._streaming(behavior, parse)
+            return method_handler(self._streaming(behavior, parse, exempt), True, handler.response_streaming,
+                                  handler.request_deserializer, handler.response_serializer)
+        behavior = handler.unary_unary or handler.unary_stream
+        if not (inspect.iscoroutinefunction(behavior) or inspect.isasyncgenfunction(behavior)):
+            wrapped = _in_thread(behavior, parse)
+        elif exempt:
+            wrapped = self._exempt(behavior, parse)
+        elif inspect.isasyncgenfunction(behavior):
+            wrapped = self._admitted_stream(behavior, parse)
         else:
-            behavior = handler.unary_unary or handler.unary_stream
-            if not (inspect.iscoroutinefunction(behavior) or inspect.isasyncgenfunction(behavior)):
-                wrapped = _in_thread(behavior, parse)
-            elif exempt:
-                wrapped = self._exempt(behavior, parse)
-            else:
-                wrapped = self._admitted(behavior, parse)
-        return method_handler(wrapped, handler.request_streaming, handler.response_streaming,
+            wrapped = self._admitted(behavior, parse)
+        return method_handler(wrapped, False, handler.response_streaming,
                               response_serializer=handler.response_serializer)
 
     def _admitted(self, behavior, parse: _Parser):
-        """The handler of a counted method: refused while draining or beyond a limit, else decoded."""
-        if inspect.isasyncgenfunction(behavior):
-            raise TypeError(f"{parse.method}: only exempt methods may stream responses")
+        """The handler of a counted method: refused while draining or beyond a limit, else decoded.
+        (The per-call path: written out in full rather than through _enter, one coroutine fewer.)"""
         limits, deserialize = self.limits, parse.deserialize
 
         async def admit(raw: bytes, context):
@@ -160,22 +164,60 @@ class Admission:
             return await behavior(await parse(raw, context), context)
         return answer
 
-    def _streaming(self, behavior, parse: _Parser):
-        """A client-streaming method (reflection): each message decoded as it is read. Counted as a call
-        for as long as it lasts; its messages are small and not counted as bytes."""
-        if not inspect.isasyncgenfunction(behavior):
-            raise TypeError(f"{parse.method}: a client-streaming method must be an async generator")
-
-        async def stream(raws, context):
-            if self.draining or self.calls >= self.limits.max_concurrent_calls:
-                await self._refuse(parse.method, context, 0)
-            self.calls += 1
+    def _admitted_stream(self, behavior, parse: _Parser):
+        """A counted method that streams its answer: counted until its last message."""
+        async def stream(raw: bytes, context):
+            request = await self._enter(parse, raw, context)
             try:
-                async for response in behavior(parse.each(raws, context), context):
+                async for response in behavior(request, context):
                     yield response
             finally:
-                self.calls -= 1
+                self._leave(len(raw))
         return stream
+
+    def _streaming(self, behavior, parse: _Parser, exempt: bool):
+        """A client-streaming method (reflection): counted as a call for as long as it lasts (unless
+        exempt); its messages are not counted as bytes."""
+        async def enter(context) -> None:
+            if not exempt:
+                await self._enter(parse, b"", context, decode=False)
+
+        def leave() -> None:
+            if not exempt:
+                self._leave(0)
+
+        if inspect.isasyncgenfunction(behavior):
+            async def stream(requests, context):
+                await enter(context)
+                try:
+                    async for response in behavior(parse.guard(requests, context), context):
+                        yield response
+                finally:
+                    leave()
+            return stream
+
+        async def answer(requests, context):
+            await enter(context)
+            try:
+                return await behavior(parse.guard(requests, context), context)
+            finally:
+                leave()
+        return answer
+
+    async def _enter(self, parse: _Parser, raw: bytes, context, decode: bool = True):
+        """Admit one call (or refuse it) and decode its request."""
+        size, limits = len(raw), self.limits
+        if self.draining or self.calls >= limits.max_concurrent_calls or \
+                self.bytes + size > limits.max_inflight_bytes:
+            await self._refuse(parse.method, context, size)
+        request = await parse(raw, context) if decode else None
+        self.calls += 1
+        self.bytes += size
+        return request
+
+    def _leave(self, size: int) -> None:
+        self.calls -= 1
+        self.bytes -= size
 
     async def _refuse(self, method: str, context, size: int) -> None:
         limits = self.limits
@@ -216,24 +258,33 @@ class _Parser:
         except Exception as error:  # noqa: BLE001 (any failure to parse is the caller's bytes)
             await self.refuse(error, len(raw), context)
 
-    async def each(self, raws, context):
-        async for raw in raws:
-            yield await self(raw, context)
+    async def guard(self, requests, context):
+        """The messages of a client stream, gRPC's decoding failures answered as undecodable bytes."""
+        iterator = requests.__aiter__()
+        while True:
+            try:
+                request = await iterator.__anext__()
+            except StopAsyncIteration:
+                return
+            except DecodeError as error:
+                await self.refuse(error, None, context)
+            yield request
 
-    async def refuse(self, error: Exception, size: int, context) -> None:
+    async def refuse(self, error: Exception, size: int | None, context) -> None:
         await context.abort(*self.status(error, size, context))
 
-    def status(self, error: Exception, size: int, context) -> tuple[grpc.StatusCode, str]:
+    def status(self, error: Exception, size: int | None, context) -> tuple[grpc.StatusCode, str]:
         """INVALID_ARGUMENT and its message for undecodable bytes, logged at most once a minute."""
         self.on_refused(self.method, "undecodable")
         suppressed = self.throttle.ready()
         if suppressed is not None:
-            log.warning("refused %d undecodable bytes for %s from %s (%s)%s; such lines at most every %.0f s",
-                        size, self.method, context.peer(), type(error).__name__,
+            log.warning("refused undecodable bytes (%s) for %s from %s (%s)%s; such lines at most every "
+                        "%.0f s", "a streamed message" if size is None else size, self.method, context.peer(),
+                        type(error).__name__,
                         f", and {suppressed} more since the last line" if suppressed else "",
                         self.throttle.every_s)
         code, message = status_for(InvalidInput(self.message))
-        return code, f"{message} ({size} bytes)"
+        return code, message if size is None else f"{message} ({size} bytes)"
 
 
 class _Throttled:
@@ -278,13 +329,13 @@ def _in_thread(behavior, parse: _Parser):
     return answer
 
 
-def method_handler(behavior, request_streaming: bool, response_streaming: bool,
+def method_handler(behavior, request_streaming: bool, response_streaming: bool, request_deserializer=None,
                    response_serializer=None) -> grpc.RpcMethodHandler:
-    """A handler of the given streaming shape that receives requests as bytes."""
+    """A handler of the given streaming shape (receiving requests as bytes unless given a deserializer)."""
     make = {
         (False, False): grpc.unary_unary_rpc_method_handler,
         (False, True): grpc.unary_stream_rpc_method_handler,
         (True, False): grpc.stream_unary_rpc_method_handler,
         (True, True): grpc.stream_stream_rpc_method_handler,
     }[request_streaming, response_streaming]
-    return make(behavior, request_deserializer=None, response_serializer=response_serializer)
+    return make(behavior, request_deserializer=request_deserializer, response_serializer=response_serializer)
