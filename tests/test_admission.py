@@ -22,6 +22,7 @@ from lstmserve.v1 import model_pb2 as mpb
 from lstmserve.v1 import model_service_pb2 as mspb
 from lstmserve.v1 import prediction_service_pb2 as pb
 from lstmserve.v1 import prediction_service_pb2_grpc as pb_grpc
+from lstmserve.v1 import session_service_pb2 as sspb
 from lstmserve.v1 import stats_pb2 as spb
 
 pytestmark = pytest.mark.integration
@@ -31,6 +32,7 @@ UNDECODABLE = b"\xff\xff\xff"
 SERVICES = [pb.DESCRIPTOR.services_by_name["PredictionService"],
             spb.DESCRIPTOR.services_by_name["StatsService"],
             mspb.DESCRIPTOR.services_by_name["ModelService"],
+            sspb.DESCRIPTOR.services_by_name["SessionService"],
             health_pb2.DESCRIPTOR.services_by_name["Health"],
             v2.DESCRIPTOR.services_by_name["GRPCInferenceService"],
             reflection_pb2.DESCRIPTOR.services_by_name["ServerReflection"]]

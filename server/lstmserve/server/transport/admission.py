@@ -116,7 +116,7 @@ class Admission:
             # Messages are read as they come (an async iterator, or context.read()): gRPC keeps decoding
             # them, and the iterator the handler gets answers a decoding failure as undecodable bytes.
             behavior = handler.stream_stream or handler.stream_unary
-            return method_handler(self._streaming(behavior, parse, exempt), True, handler.response_streaming,
+            return method_handler(self._streaming(behavior, parse), True, handler.response_streaming,
                                   handler.request_deserializer, handler.response_serializer)
         behavior = handler.unary_unary or handler.unary_stream
         if not (inspect.iscoroutinefunction(behavior) or inspect.isasyncgenfunction(behavior)):
@@ -175,42 +175,33 @@ class Admission:
                 self._leave(len(raw))
         return stream
 
-    def _streaming(self, behavior, parse: _Parser, exempt: bool):
-        """A client-streaming method (reflection): counted as a call for as long as it lasts (unless
-        exempt); its messages are not counted as bytes."""
+    def _streaming(self, behavior, parse: _Parser):
+        """A client-streaming method (a session's stream, reflection): refused while draining, but not
+        counted as a call: a stream may stay open for hours, and sessions have their own limit
+        (--max-sessions), which the concurrent-call limit must not undercut."""
         async def enter(context) -> None:
-            if not exempt:
-                await self._enter(parse, b"", context, decode=False)
-
-        def leave() -> None:
-            if not exempt:
-                self._leave(0)
+            if self.draining:
+                await self._refuse(parse.method, context, 0)
 
         if inspect.isasyncgenfunction(behavior):
             async def stream(requests, context):
                 await enter(context)
-                try:
-                    async for response in behavior(parse.guard(requests, context), context):
-                        yield response
-                finally:
-                    leave()
+                async for response in behavior(parse.guard(requests, context), context):
+                    yield response
             return stream
 
         async def answer(requests, context):
             await enter(context)
-            try:
-                return await behavior(parse.guard(requests, context), context)
-            finally:
-                leave()
+            return await behavior(parse.guard(requests, context), context)
         return answer
 
-    async def _enter(self, parse: _Parser, raw: bytes, context, decode: bool = True):
+    async def _enter(self, parse: _Parser, raw: bytes, context):
         """Admit one call (or refuse it) and decode its request."""
         size, limits = len(raw), self.limits
         if self.draining or self.calls >= limits.max_concurrent_calls or \
                 self.bytes + size > limits.max_inflight_bytes:
             await self._refuse(parse.method, context, size)
-        request = await parse(raw, context) if decode else None
+        request = await parse(raw, context)
         self.calls += 1
         self.bytes += size
         return request
