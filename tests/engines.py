@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 from lstmserve.server.engine.base import EngineStats
 
 
@@ -40,3 +42,21 @@ class ExplodingEngine(WrappedEngine):
 
     def describe(self) -> str:
         return "an engine that always fails"
+
+
+class GatedEngine(WrappedEngine):
+    """The model's real engine, held at its first call until released, so the rest pile up in the queue."""
+
+    def __init__(self, engine, poison: float | None = None) -> None:
+        super().__init__(engine)
+        self.poison = poison
+        self.entered, self.release = threading.Event(), threading.Event()
+        self.batches: list[int] = []
+
+    def predict(self, arrays):
+        self.entered.set()
+        assert self.release.wait(30), "test never released the engine"
+        if self.poison is not None and (arrays[0] == self.poison).any():
+            raise RuntimeError("poisoned row (internal detail that must not reach callers)")
+        self.batches.append(arrays[0].shape[0])
+        return self.engine.predict(arrays)

@@ -50,6 +50,13 @@ CASES = {
         request({"": tpb.Tensor(dtype=tpb.DATA_TYPE_FLOAT32, shape=[5, 1, 1],
                                 content=b"\0" * 12)}), "INVALID_ARGUMENT",
         "input: shape [5, 1, 1] of float32 needs 20 bytes; content has 12"),
+    "a zero beside huge dimensions": (
+        request({"": tpb.Tensor(dtype=tpb.DATA_TYPE_FLOAT32, shape=[0, 2**40, 2**40])}),
+        "INVALID_ARGUMENT",
+        "input has shape [0, 1099511627776, 1099511627776], larger than any tensor can be"),
+    "rank 65": (
+        request({"": tpb.Tensor(dtype=tpb.DATA_TYPE_FLOAT32, shape=[1] * 65, content=b"\0" * 4)}),
+        "INVALID_ARGUMENT", "input has rank 65; a tensor has at most 32 dimensions"),
     "empty batch": (
         request({"": to_tensor(np.zeros((0, 1, 1), np.float32))}), "INVALID_ARGUMENT",
         "input 'input_layer' is an empty batch (shape [0, 1, 1]); model 'seed' expects"),
@@ -126,3 +133,20 @@ def test_deadline_is_applied_per_call(client):
     with pytest.raises(Exception) as caught:
         client.predict(np.zeros((50_000, 1, 1), np.float32), model="seed", timeout=0.001)
     assert caught.value.code.name == "DEADLINE_EXCEEDED"
+
+
+LONG = "m" * 100_000
+
+
+@pytest.mark.parametrize("bad, code", [
+    (request(model=LONG), "NOT_FOUND"),
+    (request(version=LONG), "NOT_FOUND"),
+    (request({LONG: to_tensor(GOOD)}), "INVALID_ARGUMENT"),
+    (request({f"x{i}": to_tensor(GOOD) for i in range(1000)}), "INVALID_ARGUMENT"),
+], ids=["model name", "version", "input name", "a thousand input names"])
+def test_error_messages_repeat_at_most_a_bounded_part_of_the_request(stub, bad, code):
+    with pytest.raises(grpc.RpcError) as caught:
+        stub.Predict(bad, timeout=30)
+    assert caught.value.code().name == code, caught.value.details()
+    assert len(caught.value.details()) < 1500
+    assert "(100000 characters)" in caught.value.details() or "and 992 more" in caught.value.details()

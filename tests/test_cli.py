@@ -122,3 +122,26 @@ def test_train_demo_writes_a_servable_file(tmp_path):
     assert "wrote" in result.stdout and out.is_file()
     import keras
     assert keras.models.load_model(out, compile=False).output_shape == (None, 1)
+
+
+def test_file_limits_come_from_the_flags(seed_h5):
+    small = run("inspect", str(seed_h5), "--max-model-bytes", "1KiB", check=False)
+    assert small.returncode == 1 and "larger than the 1,024-byte limit (--max-model-bytes)" in small.stderr
+    shallow = run("inspect", str(seed_h5), "--max-config-depth", "3", check=False)
+    assert shallow.returncode == 1 and "--max-config-depth" in shallow.stderr
+    assert "Traceback" not in small.stderr + shallow.stderr
+    served = subprocess.run([LSTMSERVE, "serve", "--model", str(seed_h5), "--port", "0",
+                             "--max-model-bytes", "1KiB"], capture_output=True, text=True, timeout=120)
+    assert served.returncode == 1 and "larger than the 1,024-byte limit" in served.stderr
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--max-inflight-bytes", "1MiB"], "--max-inflight-bytes (1048576) must be at least --max-message-bytes"),
+    (["--max-concurrent-calls", "0"], "must be 1 or more"),
+    (["--max-config-depth", "0"], "and --max-config-depth must be 1 or more"),
+    (["--max-message-bytes", "lots"], "'lots' is not a size"),
+])
+def test_serve_refuses_limits_it_cannot_honour(seed_h5, flags, message):
+    result = subprocess.run([LSTMSERVE, "serve", "--model", str(seed_h5), "--port", "0", *flags],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and message in result.stderr, result.stderr[-2000:]

@@ -133,6 +133,8 @@ def bad(array=None, **changes):
             request.model_name = value
         elif path == "datatype":
             request.inputs[0].datatype = value
+        elif path == "shape":
+            request.inputs[0].shape[:] = value
         elif path == "raw":
             request.raw_input_contents[0] = value
         elif path == "output":
@@ -152,6 +154,11 @@ CASES = {
     "byte size not matching the shape": (
         bad(raw=b"\0" * 12), "INVALID_ARGUMENT",
         "input 'input_layer': shape [5, 1, 1] of FP32 needs 20 bytes; raw_input_contents[0] has 12"),
+    "a zero beside huge dimensions": (
+        bad(shape=[0, 2**40, 2**40], raw=b""), "INVALID_ARGUMENT",
+        "input 'input_layer' has shape [0, 1099511627776, 1099511627776], larger than any tensor can be"),
+    "rank 65": (bad(shape=[1] * 65, raw=b"\0" * 4), "INVALID_ARGUMENT",
+                "input 'input_layer' has rank 65; a tensor has at most 32 dimensions"),
     "NaN values": (bad(np.full((2, 1, 1), np.nan, "<f4")), "INVALID_ARGUMENT",
                    "input 'input_layer' contains NaN or infinity"),
     "unknown model": (bad(model="airline"), "NOT_FOUND",
@@ -208,3 +215,12 @@ def test_reflection_lists_the_v2_service(demo_server):
         reply = next(stub.ServerReflectionInfo(iter([request])))
     names = {service.name for service in reply.list_services_response.service}
     assert {"inference.GRPCInferenceService", "lstmserve.v1.PredictionService"} <= names
+
+
+def test_long_names_are_repeated_in_part(stub):
+    for request in (bad(model="m" * 100_000), infer_request(seed_data()[0], name="i" * 100_000)):
+        with pytest.raises(grpc.RpcError) as caught:
+            stub.ModelInfer(request, timeout=30)
+        assert caught.value.code().name in ("NOT_FOUND", "INVALID_ARGUMENT"), caught.value.details()
+        assert "... (100000 characters)" in caught.value.details()
+        assert len(caught.value.details()) < 1500

@@ -161,6 +161,12 @@ def test_shapes_larger_than_any_tensor_are_refused_not_crashed_on(shape):
     refused(request, "larger than any tensor can be")
 
 
+def test_ranks_beyond_32_are_refused_as_lstmserve_v1_refuses_them():
+    request = raw_request((np.zeros((1,), "<f4"), "FP32"))
+    request.inputs[0].shape[:] = [1] * 65
+    refused(request, "input 'in0' has rank 65; a tensor has at most 32 dimensions")
+
+
 def test_duplicate_and_missing_inputs_are_refused():
     request = raw_request((np.zeros((1, 1), "<f4"), "FP32"), (np.zeros((1, 1), "<f4"), "FP32"))
     request.inputs[1].name = "in0"

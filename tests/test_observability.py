@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import urllib.request
 
+import grpc
 import numpy as np
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -211,3 +212,12 @@ def test_otel_spans_cover_a_prediction_and_its_stages(start_server, loaded_seed)
         assert spans[name].context.trace_id == call.context.trace_id, name
         assert call.start_time <= spans[name].start_time <= spans[name].end_time <= call.end_time, name
     assert spans["decode"].parent.span_id == call.context.span_id
+
+
+def test_calls_refused_before_any_handler_are_counted_by_reason(observed):
+    server, port, _ = observed
+    with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+        for _ in range(2):
+            with pytest.raises(grpc.RpcError, match="request is not a valid lstmserve.v1.PredictRequest"):
+                channel.unary_unary("/lstmserve.v1.PredictionService/Predict")(b"\xff\xff\xff", timeout=30)
+    assert scrape(port)[("lstmserve_rejected_total", (("reason", "undecodable"),))] == 2

@@ -55,5 +55,25 @@ def test_unknown_dtype_number_is_refused():
 
 def test_negative_dimension_is_refused():
     tensor = tpb.Tensor(dtype=tpb.DATA_TYPE_FLOAT32, shape=[-1, 1], content=b"")
-    with pytest.raises(TensorDecodeError, match="negative dimension"):
+    with pytest.raises(TensorDecodeError, match=r"shape \[-1, 1\]; every dimension must be 0 or more"):
         from_tensor(tensor)
+
+
+@pytest.mark.parametrize("shape, message", [
+    ([0, 2**40, 2**40], "larger than any tensor can be"),
+    ([2**31, 2**31, 2**31], "larger than any tensor can be"),
+    ([1] * 33, "has rank 33; a tensor has at most 32 dimensions"),
+    ([1] * 65, "has rank 65; a tensor has at most 32 dimensions"),
+    ([-(2**31), -(2**31)], "every dimension must be 0 or more"),  # a positive product of negatives
+])
+def test_shapes_no_array_can_have_are_refused_before_decoding(shape, message):
+    content = b"\0" * 4 if min(shape) > 0 else b""
+    tensor = tpb.Tensor(dtype=tpb.DATA_TYPE_FLOAT32, shape=shape, content=content)
+    with pytest.raises(TensorDecodeError, match=message):
+        from_tensor(tensor, "input")
+
+
+def test_rank_32_and_scalars_still_decode():
+    assert from_tensor(to_tensor(np.ones([1] * 32, np.float32))).ndim == 32
+    assert from_tensor(to_tensor(np.float64(2.5))) == 2.5
+    assert from_tensor(to_tensor(np.zeros((0, 3), np.float32))).shape == (0, 3)

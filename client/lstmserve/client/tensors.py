@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -18,6 +19,12 @@ _NUMPY_BY_WIRE = {
 _WIRE_BY_KIND = {(np.dtype(d).kind, np.dtype(d).itemsize): w for w, d in _NUMPY_BY_WIRE.items()}
 # Native-order dtypes straight to their wire type: the per-request encode's one lookup.
 _WIRE_BY_DTYPE = {d.newbyteorder("="): w for w, d in _NUMPY_BY_WIRE.items()}
+# Every array a recurrent model takes has rank 3 to 5; 32 is what numpy 1.x (a client may run it) allows at
+# most, so both ends agree on the limit, and a shape's description in an error stays short.
+MAX_RANK = 32
+# numpy sizes arrays in signed 64-bit integers: a larger shape can only be a mistake, and must be refused
+# before numpy's own arithmetic turns it into an exception that reads like a server bug.
+MAX_TENSOR_BYTES = 2**63 - 1
 
 
 class TensorDecodeError(ValueError):
@@ -71,16 +78,31 @@ def from_tensor(tensor: tpb.Tensor, name: str = "tensor") -> np.ndarray:
             f"{name}: dtype is {_enum_label(tensor.dtype)}; expected one of {supported}"
         )
     shape, content = tuple(tensor.shape), tensor.content
-    if shape and min(shape) < 0:
-        raise TensorDecodeError(f"{name}: shape {list(shape)} has a negative dimension")
-    expected = math.prod(shape) * numpy_dtype.itemsize
-    if len(content) != expected:
-        raise TensorDecodeError(
-            f"{name}: shape {list(shape)} of {numpy_dtype.name} needs {expected} bytes; "
-            f"content has {len(content)}"
-        )
+    # The usual tensor in one test: positive dimensions whose product matches the bytes (at most one
+    # message) need no other check; anything else is looked at dimension by dimension.
+    if not (0 < len(shape) <= MAX_RANK and min(shape) > 0
+            and math.prod(shape) * numpy_dtype.itemsize == len(content)):
+        needed = element_count(shape, numpy_dtype.itemsize, name) * numpy_dtype.itemsize
+        if needed != len(content):
+            raise TensorDecodeError(f"{name}: shape {list(shape)} of {numpy_dtype.name} needs {needed} "
+                                    f"bytes; content has {len(content)}")
     array = np.frombuffer(content, dtype=numpy_dtype).reshape(shape)
     return array if numpy_dtype.isnative else array.astype(numpy_dtype.newbyteorder("="))
+
+
+def element_count(shape: Sequence[int], itemsize: int, name: str = "tensor") -> int:
+    """prod(shape) once the shape is one an array can have: rank at most MAX_RANK, every dimension 0 or
+    more, and the dimensions' product (Python integers: no overflow) within MAX_TENSOR_BYTES; the other
+    codec (the V2 protocol's) asks the same questions here. TensorDecodeError says what is wrong."""
+    if len(shape) > MAX_RANK:
+        raise TensorDecodeError(f"{name} has rank {len(shape)}; a tensor has at most {MAX_RANK} dimensions")
+    if any(dim < 0 for dim in shape):
+        raise TensorDecodeError(f"{name} has shape {list(shape)}; every dimension must be 0 or more")
+    # Zero dimensions are left out: [0, 2**40, 2**40] holds no element, yet numpy cannot shape it.
+    if math.prod(dim for dim in shape if dim) * itemsize > MAX_TENSOR_BYTES:
+        raise TensorDecodeError(f"{name} has shape {list(shape)}, larger than any tensor can be "
+                                f"(over {MAX_TENSOR_BYTES} bytes)")
+    return math.prod(shape)
 
 
 def _enum_label(value: int) -> str:

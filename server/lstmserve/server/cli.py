@@ -6,6 +6,8 @@ import argparse
 import ipaddress
 import json
 import logging
+import os
+import re
 import signal
 import sys
 import threading
@@ -34,6 +36,7 @@ def register_serve(commands: argparse._SubParsersAction) -> None:
                         help="threads for handlers that are not coroutines (calls run on one event loop)")
     _add_batching_options(parser)
     _add_session_options(parser)
+    _add_call_limit_options(parser)
     _add_load_options(parser)
     _add_security_options(parser)
     _add_operations_options(parser)
@@ -76,6 +79,34 @@ def _session_limits(args: argparse.Namespace):
     from lstmserve.server.serving.sessions import SessionLimits
     return SessionLimits(args.session_idle_seconds, args.max_sessions, args.max_horizon,
                          args.max_steps_per_message)
+
+
+def _add_call_limit_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--max-concurrent-calls", type=int, default=1024, metavar="N",
+                        help="calls answered at once; more get RESOURCE_EXHAUSTED with a retry hint "
+                        "(health checks are never counted or refused) (default 1024)")
+    parser.add_argument("--max-inflight-bytes", type=byte_size, default="256MiB", metavar="SIZE",
+                        help="bytes of requests being answered at once; a request that would go past it "
+                        "gets RESOURCE_EXHAUSTED (at least --max-message-bytes; default 256 MiB)")
+    parser.add_argument("--max-message-bytes", type=byte_size, default="64MiB", metavar="SIZE",
+                        help="largest request or response message (default 64 MiB)")
+    parser.add_argument("--grace-seconds", type=float, default=10.0, metavar="S",
+                        help="on SIGTERM or SIGINT, how long calls already accepted may take to finish "
+                        "(new ones get UNAVAILABLE); a second signal exits at once (default 10)")
+
+
+def byte_size(text: str) -> int:
+    """'1048576', '64MiB', '1GiB', '512KiB' (or KB/MB/GB, read as the binary units) as a byte count."""
+    found = re.fullmatch(r"\s*(\d+)\s*([KMG]i?B?)?\s*", text, re.IGNORECASE)
+    if not found:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a size; write e.g. 1048576, 64MiB or 1GiB")
+    unit = (found[2] or " ")[0].upper()
+    return int(found[1]) * {" ": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}[unit]
+
+
+def _call_limits(args: argparse.Namespace):
+    from lstmserve.server.transport.admission import CallLimits
+    return CallLimits(args.max_concurrent_calls, args.max_inflight_bytes, args.max_message_bytes)
 
 
 def _engine_config(args: argparse.Namespace):
@@ -173,9 +204,9 @@ def _add_load_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--allow-code", action="store_true",
                         help="trust Lambda layers (they run Python code stored in the file)")
     parser.add_argument("--no-xla", action="store_true", help="trace without XLA compilation")
-    parser.add_argument("--max-model-bytes", type=int, default=1 << 30, metavar="BYTES",
+    parser.add_argument("--max-model-bytes", type=byte_size, default="1GiB", metavar="SIZE",
                         help="largest model file, and most bytes its weights may declare (default 1 GiB)")
-    parser.add_argument("--max-attribute-bytes", type=int, default=16 << 20, metavar="BYTES",
+    parser.add_argument("--max-attribute-bytes", type=byte_size, default="16MiB", metavar="SIZE",
                         help="largest HDF5 attribute of a model file: its config, lstmserve metadata, lists "
                         "of weight names (default 16 MiB)")
     parser.add_argument("--max-config-depth", type=int, default=100, metavar="LEVELS",
@@ -310,7 +341,7 @@ def run_serve(args: argparse.Namespace) -> int:
         security = _security(args, observer)
         running = create_server(repository.registry, _address(args.host, args.port), args.workers,
                                 control=control, observer=observer, sessions=_session_limits(args),
-                                reuse_port=worker is not None, **security)
+                                limits=_call_limits(args), reuse_port=worker is not None, **security)
     except (ValueError, ModelLoadError, OSError, RuntimeError) as error:
         print(f"lstmserve serve: {error}", file=sys.stderr)
         return 2
@@ -323,8 +354,9 @@ def run_serve(args: argparse.Namespace) -> int:
         worker.attach(running)
     failed = _start_models(running, repository, args.keep_going, startup, worker)
     _rescan_on_sighup(repository)
-    code = _wait_for_stop(running, failed)
+    code = _wait_for_stop(running, failed, args.grace_seconds)
     repository.close()
+    log.info("models closed")
     return code
 
 
@@ -354,14 +386,27 @@ def _address(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host and not host.startswith("[") else f"{host}:{port}"
 
 
-def _wait_for_stop(running, failed: threading.Event) -> int:
+def _wait_for_stop(running, failed: threading.Event, grace: float) -> int:
+    """Serve until a signal (or a model failing to load), then drain; a second signal exits at once."""
     stop = threading.Event()
+
+    def on_signal(signum: int, frame) -> None:
+        if stop.is_set():
+            log.warning("second %s: exiting now, without waiting for calls in flight",
+                        signal.Signals(signum).name)
+            os._exit(128 + signum)
+        stop.set()
+
     for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda *_: stop.set())
+        signal.signal(signum, on_signal)
     while not stop.wait(0.2) and not failed.is_set():
         pass
-    log.info("stopping")
-    running.stop(grace=5)
+    log.info("draining: health NOT_SERVING, new calls UNAVAILABLE, up to %.1f s for %d calls in flight",
+             grace, running.admission.calls)
+    if running.drain(grace):
+        log.info("stopped: every accepted call was answered")
+    else:
+        log.warning("stopped after %.1f s with calls still running (--grace-seconds)", grace)
     return 1 if failed.is_set() else 0
 
 
@@ -378,8 +423,13 @@ def run_inspect(args: argparse.Namespace) -> int:
     from lstmserve.server.errors import ServingError
     from lstmserve.server.loading.load import load_model
     try:
+        limits = _file_limits(args)
+    except ValueError as error:
+        print(f"lstmserve inspect: {error}", file=sys.stderr)
+        return 2
+    try:
         model = load_model(args.path, options=_load_options(args),
-                           engine=EngineConfig(jit_compile=not args.no_xla), limits=_file_limits(args))
+                           engine=EngineConfig(jit_compile=not args.no_xla), limits=limits)
         report = describe(model)
         model.close()
     except ServingError as error:
@@ -460,5 +510,7 @@ def _load_options(args: argparse.Namespace):
 
 def _file_limits(args: argparse.Namespace):
     from lstmserve.server.loading.modelfile import FileLimits
+    if min(args.max_model_bytes, args.max_config_depth, args.max_attribute_bytes) < 1:
+        raise ValueError("--max-model-bytes, --max-attribute-bytes and --max-config-depth must be 1 or more")
     return FileLimits(max_model_bytes=args.max_model_bytes, max_config_depth=args.max_config_depth,
                       max_attribute_bytes=args.max_attribute_bytes)

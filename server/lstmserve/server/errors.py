@@ -1,10 +1,26 @@
-"""Domain errors of the server. They know nothing of gRPC; transport/status.py maps each to a status."""
+"""Domain errors of the server. They know nothing of gRPC; transport/status.py maps each to a status.
+
+A message repeats what the caller sent (a model name, an input name) only through `shown` (one name)
+or `shown_list` (names), so that a 100,000-character name comes back as 100 characters and its length,
+not as a status too large for the caller's metadata limit (8 KiB by default), which the caller would see
+as RESOURCE_EXHAUSTED instead.
+"""
+
+from collections.abc import Sequence
+
+SHOWN_ITEMS = 8
 
 
 def shown(text: str, limit: int = 100) -> str:
     """A caller's string as an error message repeats it: at most `limit` characters of it, so a huge
     name cannot swell the answer past what a client accepts."""
     return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+
+
+def shown_list(items: Sequence[str]) -> str:
+    """A list of a caller's names as an error message repeats it: the first SHOWN_ITEMS, each `shown`."""
+    first = [shown(item) for item in items[:SHOWN_ITEMS]]
+    return f"{first} and {len(items) - SHOWN_ITEMS} more" if len(items) > SHOWN_ITEMS else f"{first}"
 
 
 class ServingError(Exception):

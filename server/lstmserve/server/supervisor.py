@@ -38,7 +38,6 @@ from lstmserve.server.fleet import HOLD, READY, SERVE, Channel, worker_flag
 log = logging.getLogger("lstmserve.supervisor")
 
 MAX_PROCESSES = 64
-SERVE_GRACE_S = 5.0  # `serve`'s own drain when it has no --grace-seconds flag
 STOP_MARGIN_S = 10.0  # after the drain: closing engines and leaving the interpreter
 POLL_S = 0.1
 FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
@@ -309,11 +308,9 @@ def supervise(args: argparse.Namespace, argv: list[str]) -> int:
             metrics = FleetMetrics(args.metrics_host or args.host, args.metrics_port)
             env[MULTIPROC_DIR] = metrics.directory
         log.info("supervising %d workers on %s:%d", args.processes, args.host, port)
-        # --grace-seconds is `serve`'s drain; until `serve` has the flag, its drain is SERVE_GRACE_S.
-        grace = getattr(args, "grace_seconds", SERVE_GRACE_S)
         budget = RestartBudget(args.max_restarts, args.restart_window_seconds)
         supervisor = Supervisor(args.processes, lambda index, fd: worker_command(argv, port, index, fd), env,
-                                grace, budget, metrics)
+                                args.grace_seconds, budget, metrics)
         return supervisor.run()
     except OSError as error:
         print(f"lstmserve serve: {error}", file=sys.stderr)

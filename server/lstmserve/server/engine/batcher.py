@@ -5,6 +5,12 @@ together are concatenated, run once, and split back. Requests whose non-batch sh
 timesteps) are grouped by shape, never padded: padding would change an unmasked model's answer.
 The worker thread keeps model work off the RPC threads, so health and metadata stay responsive; only
 an inline engine (the compiled twin, microseconds on the caller's thread) skips the queue.
+
+No request holds the model for longer than one batch: each batch takes at most max_batch rows (an
+inline engine's, 64 times more), a request with more gives one chunk and goes back to the end of the
+queue, so a 1-row call waits behind a chunk of each queued request, not behind whole 60 MB ones. A
+request whose caller has gone (cancelled, or its deadline passed: gRPC then cancels the handler, which
+cancels the future it awaits) is dropped from the queue before its next chunk runs.
 """
 
 from __future__ import annotations
@@ -24,12 +30,19 @@ from lstmserve.server.errors import ModelFailed, ModelNotReady, Overloaded
 
 log = logging.getLogger(__name__)
 
+# A batch is at most max_batch rows: what a compiled engine runs in one call. An inline engine (the
+# twin) runs any number, about 0.3 us a row, so a batch of 64 x max_batch rows holds the interpreter lock
+# about a millisecond while the batcher's own work per batch (~0.1 ms) stays under a tenth of it.
+INLINE_BATCHES_PER_CHUNK = 64
+
 
 class _Pending:
     """One caller's request. A thread waits on `done` (held until answered: the cheapest one-shot
-    signal); a coroutine awaits `future`, settled on its own event loop."""
+    signal); a coroutine awaits `future`, settled on its own event loop. `taken` rows have been handed
+    to batches so far, `answered` of them have come back."""
 
-    __slots__ = ("arrays", "rows", "key", "outputs", "error", "done", "loop", "future", "times")
+    __slots__ = ("arrays", "rows", "key", "outputs", "error", "done", "loop", "future", "times", "taken",
+                 "answered")
 
     def __init__(self, arrays: Sequence[np.ndarray], loop: asyncio.AbstractEventLoop | None = None,
                  timed: bool = False) -> None:
@@ -40,12 +53,33 @@ class _Pending:
         self.key = tuple((a.shape[1:], a.dtype.str) for a in arrays)
         self.outputs: list[np.ndarray] | None = None
         self.error: Exception | None = None
+        self.taken = self.answered = 0
         self.loop = loop
         if loop is None:
             self.done = threading.Lock()
             self.done.acquire()
         else:
             self.future = loop.create_future()
+
+    def gone(self) -> bool:
+        """Nobody waits for the rest any more: the caller gave up, or an earlier chunk failed."""
+        return self.error is not None or (self.loop is not None and self.future.cancelled())
+
+    def deliver(self, start: int, outputs: list[np.ndarray], times: tuple[int, int]) -> bool:
+        """The outputs of rows start.. (one chunk); True once every row is answered."""
+        stop = start + outputs[0].shape[0]
+        if start == 0 and stop == self.rows:  # the usual request, in one batch: its slices, no copy
+            self.outputs = outputs
+        else:
+            if self.outputs is None:
+                self.outputs = [np.empty((self.rows, *out.shape[1:]), out.dtype) for out in outputs]
+            for whole, part in zip(self.outputs, outputs):
+                whole[start:stop] = part
+        if self.times is not None:
+            self.times[1] = self.times[1] or times[0]
+            self.times[2] = times[1]
+        self.answered += stop - start
+        return self.answered == self.rows
 
     def finish(self, outputs: list[np.ndarray] | None, error: Exception | None = None) -> None:
         self.outputs, self.error = outputs, error
@@ -68,6 +102,10 @@ class _Pending:
             self.future.set_result(self.outputs)
 
 
+# One batch: (request, first row, rows) per part, every part's rows of the same request shapes.
+Batch = list[tuple[_Pending, int, int]]
+
+
 class Batcher:
     """The Engine in front of another: `predict` blocks the calling thread until the worker has run its
     rows; `predict_async` awaits them without blocking the event loop. Always present (max_batch 1 is
@@ -88,6 +126,7 @@ class Batcher:
         # An engine that answers in microseconds on the caller's thread (the compiled twin) gains nothing
         # from a queue: the hand-off to the worker and back would cost more than the model.
         self._direct = engine.inline
+        self._batch_rows = config.max_batch * (INLINE_BATCHES_PER_CHUNK if self._direct else 1)
         self._worker = threading.Thread(target=self._serve, name=f"batcher-{name}", daemon=True)
         self._worker.start()
 
@@ -152,15 +191,15 @@ class Batcher:
 
     def _serve(self) -> None:
         while True:
-            taken = self._take()
-            if taken is None:
+            batch = self._next_batch()
+            if batch is None:
                 return
-            for group in _group(taken, self.config.max_batch):
-                self._run_group(group)
-                _settle_on_loops(group)
+            if batch:
+                _settle_on_loops(self._run_batch(batch))
 
-    def _take(self) -> list[_Pending] | None:
-        """Everything queued once the first request has waited max_delay (or the batch is full)."""
+    def _next_batch(self) -> Batch | None:
+        """The next batch once the first request has waited max_delay (or the batch is full); None once
+        closed and empty; an empty batch when every queued request had been given up."""
         with self._ready:
             while not self._queue:
                 if self._closed:
@@ -168,13 +207,40 @@ class Batcher:
                 self._ready.wait()
             if self.config.max_delay_s > 0:
                 self._wait_for_more()
-            taken = list(self._queue)
-            self._queue.clear()
-            return taken
+            return self._cut()
+
+    def _cut(self) -> Batch:
+        """Up to a batch of rows from the front of the queue, of the first live request's shapes, in
+        arrival order. A request that fits in a batch is never split (the batch ends before one that
+        does not fit); a larger one fills what room is left and goes back to the end of the queue with
+        its remaining rows. Requests of other shapes keep their places."""
+        queue, batch, rows, key = self._queue, [], 0, None
+        passed_over, unfinished = [], []
+        while queue and rows < self._batch_rows:
+            pending = queue.popleft()
+            if pending.gone():
+                continue  # its caller has the answer it will get (cancelled, or a chunk's failure)
+            if key is None:
+                key = pending.key
+            elif pending.key != key:
+                passed_over.append(pending)
+                continue
+            if pending.rows <= self._batch_rows and rows + pending.rows > self._batch_rows:
+                passed_over.append(pending)
+                break
+            take = min(pending.rows - pending.taken, self._batch_rows - rows)
+            batch.append((pending, pending.taken, take))
+            pending.taken += take
+            rows += take
+            if pending.taken < pending.rows:
+                unfinished.append(pending)
+        queue.extendleft(reversed(passed_over))
+        queue.extend(unfinished)
+        return batch
 
     def _wait_for_more(self) -> None:
         deadline = time.monotonic() + self.config.max_delay_s
-        while sum(p.rows for p in self._queue) < self.config.max_batch and not self._closed:
+        while sum(p.rows - p.taken for p in self._queue) < self._batch_rows and not self._closed:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return
@@ -194,28 +260,28 @@ class Batcher:
         self._count(1, arrays[0].shape[0])
         return outputs
 
-    def _run_group(self, group: list[_Pending]) -> None:
+    def _run_batch(self, batch: Batch) -> list[_Pending]:
+        """Run one batch and hand each part its rows; the requests now fully answered."""
         started = time.time_ns()
         try:
-            outputs = self._execute(group)
+            outputs = self._execute(batch)
         except Exception as error:  # noqa: BLE001 (one failed batch must not stop the worker)
             self._count_failure()
-            self._fail(group, error)
-            return
-        start, finished = 0, time.time_ns()
-        for pending in group:
-            if pending.times is not None:
-                pending.times[1:] = started, finished
-            pending.finish([out[start:start + pending.rows] for out in outputs])
-            start += pending.rows
+            return self._fail(batch, error)
+        times, offset, answered = (started, time.time_ns()), 0, []
+        for pending, first, rows in batch:
+            if pending.deliver(first, [out[offset:offset + rows] for out in outputs], times):
+                pending.finish(pending.outputs)
+                answered.append(pending)
+            offset += rows
+        return answered
 
-    def _execute(self, group: list[_Pending]) -> list[np.ndarray]:
-        if len(group) == 1:
-            arrays = group[0].arrays
-        else:
-            arrays = [np.concatenate(parts) for parts in zip(*(p.arrays for p in group))]
+    def _execute(self, batch: Batch) -> list[np.ndarray]:
+        parts = [p.arrays if rows == p.rows else [a[first:first + rows] for a in p.arrays]
+                 for p, first, rows in batch]
+        arrays = parts[0] if len(parts) == 1 else [np.concatenate(same) for same in zip(*parts)]
         outputs = self.engine.predict(arrays)
-        self._count(len(group), arrays[0].shape[0])
+        self._count(sum(first == 0 for _, first, _ in batch), arrays[0].shape[0])
         return outputs
 
     def _count(self, requests: int, rows: int) -> None:
@@ -230,14 +296,14 @@ class Batcher:
         with self._stats_lock:
             self._stats.failed_batches += 1
 
-    def _fail(self, group: list[_Pending], error: Exception) -> None:
-        """Rerun a failed batch's requests one by one, so only a request that fails alone is failed."""
-        if len(group) > 1:
-            for pending in group:
-                self._run_group([pending])
-            return
-        pending = group[0]
+    def _fail(self, batch: Batch, error: Exception) -> list[_Pending]:
+        """Rerun a failed batch's parts one by one, so only a request that fails alone is failed (and
+        its remaining chunks are dropped)."""
+        if len(batch) > 1:
+            return [answered for part in batch for answered in self._run_batch([part])]
+        pending = batch[0][0]
         pending.finish(None, self._model_failed(pending.arrays, error))
+        return [pending]
 
     def _model_failed(self, arrays: Sequence[np.ndarray], error: Exception) -> ModelFailed:
         """The caller's error for a run that failed alone: logged in full here, named by an incident id
@@ -264,17 +330,3 @@ def _settle_on_loops(group: list[_Pending]) -> None:
 def _settle_all(answered: list[_Pending]) -> None:
     for pending in answered:
         pending.settle()
-
-
-def _group(taken: list[_Pending], max_batch: int) -> list[list[_Pending]]:
-    """Requests with the same non-batch shapes, in arrival order, cut at max_batch rows."""
-    by_key: dict[tuple, list[list[_Pending]]] = {}
-    rows: dict[tuple, int] = {}
-    for pending in taken:
-        chunks = by_key.setdefault(pending.key, [[]])
-        if chunks[-1] and rows[pending.key] + pending.rows > max_batch:
-            chunks.append([])
-            rows[pending.key] = 0
-        chunks[-1].append(pending)
-        rows[pending.key] = rows.get(pending.key, 0) + pending.rows
-    return [chunk for chunks in by_key.values() for chunk in chunks]

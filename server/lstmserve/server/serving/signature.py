@@ -6,7 +6,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from lstmserve.server.errors import InvalidInput
+from lstmserve.server.errors import InvalidInput, shown_list
 from lstmserve.server.specs import TensorSpec, dimension_labels
 
 
@@ -31,9 +31,9 @@ def _match_names(specs: Sequence[TensorSpec], inputs: Mapping[str, np.ndarray],
     missing = [name for name in expected if name not in inputs]
     if unknown or missing:
         raise InvalidInput(
-            f"model '{model_name}' takes inputs {expected}; request has {sorted(inputs)}"
+            f"model '{model_name}' takes inputs {expected}; request has {shown_list(sorted(inputs))}"
             + (f" (missing {missing})" if missing else "")
-            + (f" (unknown {unknown})" if unknown else "")
+            + (f" (unknown {shown_list(unknown)})" if unknown else "")
         )
     return dict(inputs)
 

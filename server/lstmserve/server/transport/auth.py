@@ -12,6 +12,8 @@ from pathlib import Path
 
 import grpc
 
+from lstmserve.server.transport.admission import method_handler
+
 log = logging.getLogger(__name__)
 
 # Probes (Kubernetes, load balancers) carry no token; health says nothing a caller could misuse.
@@ -143,13 +145,7 @@ class TokenAuthInterceptor(grpc.aio.ServerInterceptor):
         # The refusal has the method's own streaming shape, so a streaming caller (reflection) gets the
         # status too; requests are left as bytes: nothing from an unauthenticated caller is parsed.
         streams = (handler.request_streaming, handler.response_streaming) if handler else (False, False)
-        make = {
-            (False, False): grpc.unary_unary_rpc_method_handler,
-            (False, True): grpc.unary_stream_rpc_method_handler,
-            (True, False): grpc.stream_unary_rpc_method_handler,
-            (True, True): grpc.stream_stream_rpc_method_handler,
-        }[streams]
-        return make(refuse)
+        return method_handler(refuse, *streams)
 
     def _count(self, method: str, reason: str, peer: str) -> None:
         self.rejected += 1

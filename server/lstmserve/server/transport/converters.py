@@ -7,7 +7,7 @@ import json
 import numpy as np
 
 from lstmserve.client.tensors import fill_tensor, from_tensor, wire_dtype
-from lstmserve.server.errors import InvalidInput
+from lstmserve.server.errors import InvalidInput, shown
 from lstmserve.server.serving.heads import Mode
 from lstmserve.server.serving.model import LoadedModel, Prediction
 from lstmserve.server.serving.sessions import DEFAULT_SESSION_LIMITS, SessionLimits
@@ -36,7 +36,7 @@ def mode_from_wire(wire: int) -> Mode:
 def inputs_from_wire(request: pb.PredictRequest) -> dict[str, np.ndarray]:
     if not request.inputs:
         raise InvalidInput("request has no inputs; send one tensor per model input")
-    return {name: from_tensor(t, f"input '{name}'" if name else "input")
+    return {name: from_tensor(t, f"input '{shown(name)}'" if name else "input")
             for name, t in request.inputs.items()}
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from importlib import metadata
 
-import grpc
 from grpc_health.v1 import health, health_pb2
 
 from lstmserve.inference.v2 import grpc_predict_v2_pb2 as v2
@@ -133,9 +132,9 @@ def _check_parameters(parameters, rpc: str, allowed: tuple[str, ...]) -> None:
                            "its repository")
 
 
-def add_to_server(server: grpc.aio.Server, registry: ModelRegistry,
-                  health_servicer: health.aio.HealthServicer, control: ModelControl,
-                  observer: Observer = NULL_OBSERVER) -> None:
+def add_to_server(server, registry: ModelRegistry, health_servicer: health.aio.HealthServicer,
+                  control: ModelControl, observer: Observer = NULL_OBSERVER) -> None:
+    """Register the V2 service on `server` (a grpc.aio.Server, or admission's stand-in for one)."""
     servicer = InferenceV2Servicer(registry, health_servicer, control)
     servicer.observer = observer
     v2_grpc.add_GRPCInferenceServiceServicer_to_server(servicer, server)

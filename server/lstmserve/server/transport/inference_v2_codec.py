@@ -8,7 +8,6 @@ classification extension defines it: BYTES strings "<value>:<index>[:<label>]", 
 
 from __future__ import annotations
 
-import math
 import struct
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -16,8 +15,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from lstmserve.client import tensors
 from lstmserve.inference.v2 import grpc_predict_v2_pb2 as v2
-from lstmserve.server.errors import InvalidInput, ModeNotSupported
+from lstmserve.server.errors import InvalidInput, ModeNotSupported, shown
 from lstmserve.server.serving.heads import Mode, OutputHead
 from lstmserve.server.specs import TensorSpec
 
@@ -39,9 +39,6 @@ DATATYPE_BY_DTYPE = {dtype.newbyteorder("="): name for name, dtype in DTYPE_BY_D
 TYPED_FIELD = {"FP32": "fp32_contents", "FP64": "fp64_contents", "INT32": "int_contents",
                "INT64": "int64_contents"}
 SERVED = ", ".join(DTYPE_BY_DATATYPE)
-# numpy sizes arrays in signed 64-bit integers: a larger shape can only be a mistake, and must be
-# refused before numpy's own arithmetic turns it into an exception that reads like a server bug.
-MAX_BYTES = 2**63 - 1
 
 # Parameters whose meaning lstmserve cannot honour: silently ignoring them would answer a different
 # question than the one asked. Any other parameter (priority, timeout, ...) is a hint and is ignored.
@@ -78,7 +75,8 @@ def inputs_from_request(request: v2.ModelInferRequest) -> dict[str, np.ndarray]:
     arrays: dict[str, np.ndarray] = {}
     for index, tensor in enumerate(request.inputs):
         if tensor.name in arrays:
-            raise InvalidInput(f"input '{tensor.name}' appears twice in the request; send each input once")
+            raise InvalidInput(f"input '{shown(tensor.name)}' appears twice in the request; "
+                               "send each input once")
         arrays[tensor.name] = decode_input(tensor, raw[index] if raw else None, index)
     return arrays
 
@@ -86,10 +84,10 @@ def inputs_from_request(request: v2.ModelInferRequest) -> dict[str, np.ndarray]:
 def decode_input(tensor: v2.ModelInferRequest.InferInputTensor, raw: bytes | None,
                  index: int = 0) -> np.ndarray:
     """One input tensor as an array, from its raw bytes (when the request has them) or typed contents."""
-    label = f"input '{tensor.name}'"
+    label = f"input '{shown(tensor.name)}'"
     dtype = DTYPE_BY_DATATYPE.get(tensor.datatype)
     if dtype is None:
-        raise InvalidInput(f"{label} has datatype '{tensor.datatype}'; expected one of {SERVED}")
+        raise InvalidInput(f"{label} has datatype '{shown(tensor.datatype)}'; expected one of {SERVED}")
     refuse_parameters(tensor.parameters, label)
     shape = tuple(tensor.shape)
     count = element_count(shape, dtype.itemsize, label)
@@ -109,14 +107,11 @@ def decode_input(tensor: v2.ModelInferRequest.InferInputTensor, raw: bytes | Non
 
 
 def element_count(shape: Sequence[int], itemsize: int, label: str) -> int:
-    """prod(shape), refusing negative dimensions and sizes no array can have."""
-    if any(dim < 0 for dim in shape):
-        raise InvalidInput(f"{label} has shape {list(shape)}; every dimension must be 0 or more")
-    # Zero dimensions are left out: [2**40, 2**40, 0] holds no element, yet numpy cannot shape it.
-    if math.prod(dim for dim in shape if dim) * itemsize > MAX_BYTES:
-        raise InvalidInput(f"{label} has shape {list(shape)}, larger than any tensor can be "
-                           f"(over {MAX_BYTES} bytes)")
-    return math.prod(shape)
+    """prod(shape), refusing what no array can have, with the checks lstmserve.v1's codec makes."""
+    try:
+        return tensors.element_count(shape, itemsize, label)
+    except tensors.TensorDecodeError as error:
+        raise InvalidInput(str(error)) from None
 
 
 def _from_contents(tensor, dtype: np.dtype, count: int, label: str) -> np.ndarray:
@@ -159,7 +154,7 @@ def requested_outputs(request: v2.ModelInferRequest, model: LoadedModel) -> list
     heads = {head.name: head for head in model.heads}
     chosen: dict[str, RequestedOutput] = {}
     for output in request.outputs:
-        label = f"output '{output.name}'"
+        label = f"output '{shown(output.name)}'"
         if output.name not in heads:
             raise InvalidInput(f"model '{model.name}' has outputs {list(heads)}; request asks for "
                                f"{label}")
@@ -199,7 +194,7 @@ def require_classes(head: OutputHead, model_name: str) -> None:
 
 def _parameter_label(parameter: v2.InferParameter) -> str:
     kind = parameter.WhichOneof("parameter_choice")
-    return f"{kind} {getattr(parameter, kind)!r}" if kind else "an empty InferParameter"
+    return f"{kind} {shown(repr(getattr(parameter, kind)))}" if kind else "an empty InferParameter"
 
 
 # --- responses ----------------------------------------------------------------------------------

@@ -52,7 +52,8 @@ class Metrics:
             inflight = Gauge(*INFLIGHT, registry=self.registry)
             inflight.set_function(lambda: self.started - self.finished)
         self.rejected = Counter("lstmserve_rejected", "Calls refused before any model work, by reason "
-                                "(overload, auth)", ["reason"], registry=self.registry)
+                                "(overload, inflight_bytes, draining, undecodable, auth)", ["reason"],
+                                registry=self.registry)
         self.load_seconds = Histogram("lstmserve_model_load_duration_seconds", "Time to read, build, compile "
                                       "and warm a model version", ["model"], buckets=LOAD_BUCKETS,
                                       registry=self.registry)
@@ -81,6 +82,11 @@ class Metrics:
 
     def count_auth_rejection(self, method: str, reason: str) -> None:
         self.rejected.labels("auth").inc()
+
+    def count_admission_refusal(self, method: str, reason: str) -> None:
+        """A call refused before any handler ran (transport.admission): the requests counter never
+        sees it, so its reason is counted here."""
+        self.rejected.labels(reason).inc()
 
     def observe_load(self, model: str, seconds: float) -> None:
         self.load_seconds.labels(model).observe(seconds)

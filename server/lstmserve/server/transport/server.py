@@ -1,22 +1,25 @@
-"""Builds the gRPC server: prediction, stats and model services (guarded handlers), standard health
-(for the server and for each model), reflection."""
+"""Builds the gRPC server: prediction, stats, model and session services (guarded handlers), standard
+health (for the server and for each model), reflection, every method behind admission (limits,
+undecodable bytes, draining); and drains it."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import threading
+import time
 from collections.abc import Sequence
 from concurrent import futures
 from dataclasses import dataclass
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
+from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 
 from lstmserve.server.serving.registry import ModelRegistry
 from lstmserve.server.serving.sessions import DEFAULT_SESSION_LIMITS, SessionLimits, SessionManager
 from lstmserve.server.transport import inference_v2, model_service
+from lstmserve.server.transport.admission import DEFAULT_LIMITS, Admission, CallLimits
 from lstmserve.server.transport.model_service import ModelControl, ModelServicer
 from lstmserve.server.transport.observe import NULL_OBSERVER, Observer
 from lstmserve.server.transport.servicer import PredictionServicer
@@ -34,7 +37,6 @@ log = logging.getLogger(__name__)
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["PredictionService"].full_name
 STATS_SERVICE_NAME = spb.DESCRIPTOR.services_by_name["StatsService"].full_name
-MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 NO_CONTROL = ModelControl()  # no repository: ModelService reports status and refuses the rest
 REAPER = "lstmserve-session-expiry"
 
@@ -55,6 +57,7 @@ class RunningServer:
     health: health.aio.HealthServicer
     loop: asyncio.AbstractEventLoop
     thread: threading.Thread
+    admission: Admission
     serving: bool = False
     sessions: SessionManager | None = None
     gate_open: bool = True
@@ -70,6 +73,22 @@ class RunningServer:
             asyncio.run_coroutine_threadsafe(self._publish_health(), self.loop)
         except RuntimeError:  # the loop has closed: the server is gone
             pass
+
+    def drain(self, grace: float) -> bool:
+        """Graceful shutdown: health NOT_SERVING at once (the server's and every model's), new calls
+        UNAVAILABLE, and up to `grace` s for the calls already admitted (queued ones included) to be
+        answered; then the server stops. Closing the models is the caller's (the repository's). False
+        when calls were still running at the end of the grace."""
+        if self.loop.is_closed():
+            return True
+        started = time.monotonic()
+        self.serving = False
+        self._call(self.health.enter_graceful_shutdown())
+        # The port stays open meanwhile: a call that arrives is answered UNAVAILABLE (and retried on
+        # another replica) rather than left in gRPC's queue, which a stopping server answers CANCELLED.
+        finished = self._call(self.admission.drained(grace), timeout=grace + 30)
+        self.stop(grace=max(0.0, grace - (time.monotonic() - started)))
+        return finished
 
     def stop(self, grace: float | None = None) -> None:
         if self.loop.is_closed():
@@ -117,7 +136,7 @@ def create_server(registry: ModelRegistry, address: str = "127.0.0.1:0", workers
                   interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
                   control: ModelControl = NO_CONTROL, observer: Observer = NULL_OBSERVER,
                   sessions: SessionLimits = DEFAULT_SESSION_LIMITS,
-                  reuse_port: bool = False) -> RunningServer:
+                  limits: CallLimits = DEFAULT_LIMITS, reuse_port: bool = False) -> RunningServer:
     """A started server on `address` (port 0 picks a free port), NOT_SERVING until told otherwise.
 
     One event loop answers every call (no thread per call, so no contention for the interpreter lock
@@ -125,25 +144,29 @@ def create_server(registry: ModelRegistry, address: str = "127.0.0.1:0", workers
     threads serve any handler that is not a coroutine. `credentials` (transport.auth.server_credentials)
     make the port TLS only; `interceptors` see every call (transport.auth.TokenAuthInterceptor);
     `control` is what ModelService's load, unload and rescan reach (none: they are refused).
-    `sessions` bounds streaming sessions (idle time, sessions per model, forecast horizon).
-    `observer` (transport.observe) counts and logs every call the servicers answer. `reuse_port`: the
+    `observer` (transport.observe) counts and logs every call the servicers answer.
+    `sessions` bounds streaming sessions (idle time, sessions per model, forecast horizon); `limits`
+    bound the calls and request bytes taken on at once (transport.admission). `reuse_port`: the
     port is shared with the other workers of `serve --processes N` (SO_REUSEPORT); otherwise a port in
     use is an error.
     """
     manager = SessionManager(registry, sessions)
+    admission = (Admission(limits, observer.metrics.count_admission_refusal) if observer.metrics is not None
+                 else Admission(limits))
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, name="grpc-loop", daemon=True)
     thread.start()
     try:
         server, port, health_servicer = asyncio.run_coroutine_threadsafe(
             _start(registry, address, workers, credentials, tuple(interceptors), control, observer, manager,
-                   reuse_port),
+                   admission, reuse_port),
             loop).result(60)
     except BaseException:
         loop.call_soon_threadsafe(loop.stop)
         thread.join(timeout=30)
         raise
-    running = RunningServer(server, port, registry, health_servicer, loop, thread, sessions=manager)
+    running = RunningServer(server, port, registry, health_servicer, loop, thread, admission,
+                            sessions=manager)
     registry.subscribe(running.model_changed)
     running.set_serving(False)
     return running
@@ -151,30 +174,32 @@ def create_server(registry: ModelRegistry, address: str = "127.0.0.1:0", workers
 
 async def _start(registry: ModelRegistry, address: str, workers: int,
                  credentials: grpc.ServerCredentials | None, interceptors: tuple, control: ModelControl,
-                 observer: Observer, manager: SessionManager, reuse_port: bool):
+                 observer: Observer, manager: SessionManager, admission: Admission, reuse_port: bool):
     server = grpc.aio.server(
         futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="rpc"),
         interceptors=interceptors,
-        options=[("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-                 ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-                 ("grpc.so_reuseport", int(reuse_port))],
+        options=[*admission.limits.grpc_options(), ("grpc.so_reuseport", int(reuse_port))],
     )
     prediction, stats = PredictionServicer(registry, manager.limits), StatsServicer(registry)
     models, session_servicer = ModelServicer(registry, control), SessionServicer(manager)
     for servicer in (prediction, stats, models, session_servicer):
         servicer.observer = observer
-    pb_grpc.add_PredictionServiceServicer_to_server(prediction, server)
-    sspb_grpc.add_SessionServiceServicer_to_server(session_servicer, server)
-    spb_grpc.add_StatsServiceServicer_to_server(stats, server)
-    msp_grpc.add_ModelServiceServicer_to_server(models, server)
     health_servicer = health.aio.HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    # The Open Inference Protocol (KServe V2) on the same port, over the same registry.
-    inference_v2.add_to_server(server, registry, health_servicer, control, observer)
-    reflection.enable_server_reflection(
-        (SERVICE_NAME, STATS_SERVICE_NAME, model_service.SERVICE_NAME, SESSION_SERVICE_NAME,
-         health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-         inference_v2.SERVICE_NAME, reflection.SERVICE_NAME), server)
+    names = (SERVICE_NAME, STATS_SERVICE_NAME, model_service.SERVICE_NAME, SESSION_SERVICE_NAME,
+             health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+             inference_v2.SERVICE_NAME, reflection.SERVICE_NAME)
+    for add in (
+        lambda target: pb_grpc.add_PredictionServiceServicer_to_server(prediction, target),
+        lambda target: sspb_grpc.add_SessionServiceServicer_to_server(session_servicer, target),
+        lambda target: spb_grpc.add_StatsServiceServicer_to_server(stats, target),
+        lambda target: msp_grpc.add_ModelServiceServicer_to_server(models, target),
+        lambda target: health_pb2_grpc.add_HealthServicer_to_server(health_servicer, target),
+        # The Open Inference Protocol (KServe V2) on the same port, over the same registry.
+        lambda target: inference_v2.add_to_server(target, registry, health_servicer, control, observer),
+        lambda target: reflection_pb2_grpc.add_ServerReflectionServicer_to_server(
+            reflection.aio.ReflectionServicer(names), target),
+    ):
+        admission.register(server, add)
     try:
         port = (server.add_secure_port(address, credentials) if credentials is not None
                 else server.add_insecure_port(address))
