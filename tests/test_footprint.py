@@ -79,7 +79,7 @@ def test_a_server_imports_numba_only_for_a_twin_and_never_plotting_or_the_traine
     for part in ("interpreter and command line", "import tensorflow, keras", "model 'm'"):
         assert part in line, line
     log = (tmp_path / "wide.log").read_text()
-    loaded = re.search(r"model 'm' v1 loaded from .* in [\d.]+ s \((.*)\)", log)
+    loaded = re.search(r"model 'm' version 1 loaded from .* in [\d.]+ s \((.*)\)", log)
     assert loaded and all(f"bucket {b} " in loaded.group(1) for b in DEFAULT_BUCKETS), loaded
     assert "read " in loaded.group(1) and "build " in loaded.group(1) and "compile " in loaded.group(1)
 

@@ -299,7 +299,7 @@ def _start_models(running, repository, keep_going: bool, startup,
                         "show as FAILED in the model status", len(failures))
         running.set_serving(True)
         startup.seconds["load, compile and warm the models"] = time.perf_counter() - began
-        _log_startup(startup)
+        _log_startup(startup, dict(repository.load_seconds))
         if worker is not None:
             worker.ready()
 
@@ -371,13 +371,14 @@ def _prepare_tensorflow(args: argparse.Namespace, startup) -> None:
         import_keras()
 
 
-def _log_startup(startup) -> None:
-    """One line with the seconds from process start to SERVING, phase by phase (each model's own phases
-    are in its "loaded" line); then what compiling freed goes back to the system."""
+def _log_startup(startup, models: dict) -> None:
+    """One line with the seconds from process start to SERVING, phase by phase, and each model's total
+    (its own phases are in its "loaded" line); then what compiling freed goes back to the system."""
     from lstmserve.server.phases import since_process_start
     from lstmserve.server.process import release_freed_memory
-    log.info("every model given at start is loaded and warm: SERVING %.2f s after the process started: %s",
-             since_process_start(), startup.describe())
+    each = ", ".join(f"model '{name}' v{version} {seconds:.2f}" for (name, version), seconds in models.items())
+    log.info("every model given at start is loaded and warm: SERVING %.2f s after the process started: %s%s",
+             since_process_start(), startup.describe(), f" ({each})" if each else "")
     release_freed_memory()
 
 

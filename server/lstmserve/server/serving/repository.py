@@ -86,6 +86,8 @@ class Repository:
         self._pending: set[str] = set()  # models with a version whose file has not settled yet
         self._startup: Future = Future()
         self._failures: list[str] = []
+        # Seconds each version took to load, in the order loaded (the start-up line reads it).
+        self.load_seconds: dict[Key, float] = {}
 
     def start(self) -> Future:
         """Scan and load everything; the Future's result lists what failed (empty: all loaded)."""
@@ -257,6 +259,7 @@ class Repository:
         self._logged.pop(key, None)
         self.registry.add(model)
         seconds = time.monotonic() - started
+        self.load_seconds[key] = seconds
         self.options.observe_load(name, seconds)
         log.info("model '%s' version %s loaded from %s in %.2f s (%s): inputs %s", name, version,
                  file.path.name if name in self.options.files else f"{name}/{file.relative}",
