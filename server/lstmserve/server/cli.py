@@ -376,7 +376,8 @@ def _log_startup(startup, models: dict) -> None:
     (its own phases are in its "loaded" line); then what compiling freed goes back to the system."""
     from lstmserve.server.phases import since_process_start
     from lstmserve.server.process import release_freed_memory
-    each = ", ".join(f"model '{name}' v{version} {seconds:.2f}" for (name, version), seconds in models.items())
+    each = ", ".join(f"model '{name}' v{version} {seconds:.2f}"
+                     for (name, version), seconds in models.items())
     log.info("every model given at start is loaded and warm: SERVING %.2f s after the process started: %s%s",
              since_process_start(), startup.describe(), f" ({each})" if each else "")
     release_freed_memory()
