@@ -241,6 +241,8 @@ def test_a_killed_worker_comes_back_and_sigterm_drains_every_worker(seed_h5, tmp
         callers.failures
     assert any(when > signalled for when in callers.answered)  # calls in flight at the signal answered
     assert code == 0, fleet.text()[-3000:]
-    assert len(re.findall(r"\[worker [01]\] lstmserve.server: stopping", fleet.text())) == 2
+    # Each worker drained: it logged the drain and that every call it accepted was answered.
+    for line in ("draining: health NOT_SERVING", "stopped: every accepted call was answered"):
+        assert len(re.findall(rf"\[worker [01]\] lstmserve.server: {line}", fleet.text())) == 2, line
     assert len(re.findall(r"worker [01] \(pid \d+\) exited with 0", fleet.text())) == 2
     assert not Path(directory).exists()  # the multiprocess metrics went with the run
