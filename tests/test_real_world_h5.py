@@ -18,9 +18,9 @@ import pytest
 from test_legacy_h5 import STEPS, assert_matches, assert_steps, load, oracle, served
 
 from lstmserve.client import Client, LstmserveError
-from lstmserve.server.cli import describe
 from lstmserve.server.engine.base import EngineConfig
 from lstmserve.server.errors import ModelLoadError, UnsafeModelError
+from lstmserve.server.inspect_command import describe
 from lstmserve.server.loading.build import LoadOptions
 from lstmserve.server.loading.compat.configs import translate_config
 from lstmserve.server.loading.load import load_model

@@ -102,6 +102,17 @@ def _build_tag() -> str:
     return f"{tensorflow_distribution().replace(' ', '-')}-{platform.machine()}-{digest}"
 
 
+def start_tensorflow(compilation_cache: Path | None, startup) -> None:
+    """What TensorFlow reads once (the compilation cache), then TensorFlow and Keras themselves, timed as
+    the start-up phase "import tensorflow, keras" of `startup` (phases.Phases)."""
+    require_tensorflow()
+    if compilation_cache is not None:
+        folder = use_compilation_cache(compilation_cache)
+        logging.getLogger("lstmserve.server").info("XLA compilation cache: %s", folder)
+    with startup.time("import tensorflow, keras"):
+        import_keras()
+
+
 def import_keras() -> None:
     """Import Keras (and TensorFlow) for serving, without matplotlib: Keras's plotting utilities import it
     whenever it is installed (0.4 s and about 30 MB), and no served model draws. Blocked only while
