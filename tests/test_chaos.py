@@ -117,8 +117,10 @@ def test_a_replica_killed_mid_run_fails_no_call(replicas, seed_h5):
     during = [replica.requests() - b for replica, b in zip(survivors, before)]
     victim.start()
     victim.wait_serving()
-    time.sleep(3)
-    restarted = victim.requests()
+    # The clients dial it again within their reconnect backoff (at most 5 s, plus jitter).
+    deadline = time.monotonic() + 30
+    while (restarted := victim.requests()) == 0 and time.monotonic() < deadline:
+        time.sleep(0.5)
     stop.set()
     for thread in threads:
         thread.join(60)

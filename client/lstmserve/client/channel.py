@@ -54,6 +54,10 @@ DEFAULT_OPTIONS: dict[str, Any] = {
     "grpc.keepalive_time_ms": 300_000,
     "grpc.keepalive_timeout_ms": 20_000,
     "grpc.keepalive_permit_without_calls": 0,
+    # A replica that went away is dialled again after 1 s, then 1.6x longer each time: at gRPC's default
+    # cap (120 s) a replica back after a restart of ~10 s could wait a minute for its first call. 5 s
+    # keeps a restarted replica's wait short and the dialling of a dead one cheap.
+    "grpc.max_reconnect_backoff_ms": 5_000,
 }
 
 
