@@ -12,7 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from lstmserve.client import Client, LstmserveError
 from lstmserve.server.transport.metrics import Metrics
-from lstmserve.server.transport.observe import Observer, access_logger
+from lstmserve.server.transport.observe import AccessLog, Observer
 
 pytestmark = pytest.mark.integration
 
@@ -29,7 +29,7 @@ def observed(start_server, loaded_seed, loaded_classifier, tmp_path):
     def observer_for(registry):
         made["metrics"] = Metrics(registry.loaded, lambda: {"seed": 2})
         made["port"] = made["metrics"].serve("127.0.0.1", 0)
-        return Observer(made["metrics"], access_logger(str(tmp_path / "access.jsonl")))
+        return Observer(made["metrics"], AccessLog(str(tmp_path / "access.jsonl")))
 
     server = start_server(loaded_seed, loaded_classifier, observer_for=observer_for)
     return server, made["port"], tmp_path / "access.jsonl"

@@ -52,7 +52,7 @@ def _observer(args: argparse.Namespace, models, sessions, worker: WorkerLink | N
     """Metrics and access log as the flags ask; the metrics port is bound here, before models load (by
     the supervisor, for a worker of several)."""
     from lstmserve.server.transport.metrics import Metrics
-    from lstmserve.server.transport.observe import Observer, access_logger
+    from lstmserve.server.transport.observe import AccessLog, Observer
     metrics = Metrics(models, sessions, shared=worker is not None) if args.metrics_port else None
     index = worker.index if worker else None
     if metrics is not None and worker is None:
@@ -63,7 +63,7 @@ def _observer(args: argparse.Namespace, models, sessions, worker: WorkerLink | N
             raise OSError(f"cannot serve metrics on {_address(host, args.metrics_port)} ({error.strerror}); "
                           "--metrics-port 0 turns them off") from None
         log.info("metrics at http://%s/metrics", _address(host, port))
-    return Observer(metrics, access_logger(args.access_log, index) if args.access_log else None)
+    return Observer(metrics, AccessLog(args.access_log, index) if args.access_log else None)
 
 
 def _security(args: argparse.Namespace, observer) -> dict:
