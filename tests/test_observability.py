@@ -221,3 +221,35 @@ def test_calls_refused_before_any_handler_are_counted_by_reason(observed):
             with pytest.raises(grpc.RpcError, match="request is not a valid lstmserve.v1.PredictRequest"):
                 channel.unary_unary("/lstmserve.v1.PredictionService/Predict")(b"\xff\xff\xff", timeout=30)
     assert scrape(port)[("lstmserve_rejected_total", (("reason", "undecodable"),))] == 2
+
+
+def test_access_log_drops_lines_past_its_bound_when_the_destination_stops_taking_them(tmp_path, caplog):
+    import os
+    import time
+    fifo = tmp_path / "stuck"
+    os.mkfifo(fifo)
+    reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)  # open, not read yet: the pipe fills (64 KiB)
+
+    def drain() -> None:
+        try:
+            while os.read(reader, 1 << 16):
+                pass
+        except BlockingIOError:
+            pass
+
+    caplog.set_level("WARNING")
+    access = AccessLog(str(fifo))
+    access.MAX_QUEUED = 100
+    fields = {"method": "/lstmserve.v1.PredictionService/Predict", "model": "m" * 200, "status": "OK"}
+    for _ in range(2_000):  # ~500 KB of lines: the writer blocks in write() once the pipe is full
+        access.write(fields)
+        time.sleep(0.0005)
+    assert access.dropped > 0  # bounded: the rest were dropped, not queued
+    deadline = time.monotonic() + 10
+    while access.dropped and time.monotonic() < deadline:  # the destination takes writes again
+        drain()
+        time.sleep(0.01)
+    access.close()
+    drain()
+    os.close(reader)
+    assert any("lines dropped" in record.getMessage() for record in caplog.records)
