@@ -18,8 +18,8 @@ def serve(models: dict[str, Path], log: Path, *flags: str) -> tuple[subprocess.P
     """Start serving `models` (name -> file) on port 0; the process and its address once SERVING."""
     named = [arg for name, path in models.items() for arg in ("--model", f"{name}={path}")]
     with log.open("w") as stream:
-        process = subprocess.Popen([LSTMSERVE, "serve", *named, "--port", "0", *flags], stdout=stream,
-                                   stderr=subprocess.STDOUT)
+        process = subprocess.Popen([LSTMSERVE, "serve", *named, "--port", "0", "--metrics-port", "0", *flags],
+                                   stdout=stream, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
         assert process.poll() is None, log.read_text()[-3000:]

@@ -131,7 +131,8 @@ def test_file_limits_come_from_the_flags(seed_h5):
     assert shallow.returncode == 1 and "--max-config-depth" in shallow.stderr
     assert "Traceback" not in small.stderr + shallow.stderr
     served = subprocess.run([LSTMSERVE, "serve", "--model", str(seed_h5), "--port", "0",
-                             "--max-model-bytes", "1KiB"], capture_output=True, text=True, timeout=120)
+                             "--metrics-port", "0", "--max-model-bytes", "1KiB"],
+                            capture_output=True, text=True, timeout=120)
     assert served.returncode == 1 and "larger than the 1,024-byte limit" in served.stderr
 
 
@@ -142,6 +143,6 @@ def test_file_limits_come_from_the_flags(seed_h5):
     (["--max-message-bytes", "lots"], "'lots' is not a size"),
 ])
 def test_serve_refuses_limits_it_cannot_honour(seed_h5, flags, message):
-    result = subprocess.run([LSTMSERVE, "serve", "--model", str(seed_h5), "--port", "0", *flags],
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run([LSTMSERVE, "serve", "--model", str(seed_h5), "--port", "0",
+                             "--metrics-port", "0", *flags], capture_output=True, text=True, timeout=120)
     assert result.returncode == 2 and message in result.stderr, result.stderr[-2000:]

@@ -9,6 +9,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from lstmserve.client import Client
+from lstmserve.server.errors import ModelLoadError, ModelNotFound, ModelNotReady
 from lstmserve.server.serving.registry import ModelRegistry
 from lstmserve.server.serving.repository import Repository, RepositoryOptions
 from lstmserve.server.transport.server import create_server
@@ -49,6 +50,35 @@ def test_health_is_not_serving_until_models_are_loaded_and_warm(loaded_seed, see
         release.set()
         repository.stop()
         running.stop(None)
+
+
+def test_a_model_not_yet_reached_at_start_is_still_loading_not_unknown(loaded_seed, seed_h5):
+    """Models load one after another: while the first loads, the next is not unknown."""
+    release = threading.Event()
+
+    def loader(path, name, version, **options):
+        if name == "a":  # loads first (names in order), slowly, and fails
+            release.wait(30)
+            raise ModelLoadError("not a model")
+        return loaded_seed  # session-wide: this server's registry is never closed
+
+    registry = ModelRegistry()
+    repository = Repository(registry, RepositoryOptions(files={"a": seed_h5, "seed": seed_h5}), loader=loader)
+    try:
+        started = repository.start()
+        with pytest.raises(ModelNotReady, match="model 'seed' is still loading"):
+            registry.lease("seed")
+        with pytest.raises(ModelNotFound, match="no model named 'c'"):
+            registry.lease("c")
+        release.set()
+        assert len(started.result(60)) == 1  # 'a' failed; 'seed' loaded
+        with registry.lease("seed") as model:
+            assert model is loaded_seed
+        with pytest.raises(ModelNotFound, match="no model named 'c'"):
+            registry.lease("c")
+    finally:
+        release.set()
+        repository.stop()
 
 
 def test_health_of_an_unknown_service_is_not_found(client):

@@ -11,7 +11,7 @@ import enum
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from lstmserve.server.errors import InvalidInput, ModelNotFound, ModelNotReady, shown
@@ -115,6 +115,7 @@ class ModelRegistry:
     def __init__(self, drain_seconds: float = DEFAULT_DRAIN_S) -> None:
         self.drain_seconds = drain_seconds
         self._models: dict[str, _Model] = {}
+        self._expected: frozenset[str] = frozenset()
         self._lock = threading.Lock()
         self._listeners: list[Callable[[str], None]] = []
         self._drains: set[threading.Thread] = set()
@@ -247,6 +248,12 @@ class ModelRegistry:
             if version is None and not entry.serving and not entry.retiring and not entry.notes:
                 del self._models[name]
 
+    def expect(self, names: Iterable[str]) -> None:
+        """Names the repository will load at start but has not reached yet: a call for one is told to
+        retry (UNAVAILABLE), not that no such model exists. An empty list once the start is over."""
+        with self._lock:
+            self._expected = frozenset(names)
+
     def subscribe(self, listener: Callable[[str], None]) -> None:
         """Call `listener(name)` (on any thread) whenever a model's versions in service change, or a
         version is first heard of."""
@@ -258,6 +265,9 @@ class ModelRegistry:
                                "give one or neither")
         name = name or self._only_name()
         entry = self._models.get(name)
+        if entry is None and name in self._expected:
+            raise ModelNotReady(f"model '{shown(name)}' is still loading (the server is starting); retry "
+                                "shortly")
         if entry is None:
             raise ModelNotFound(f"no model named '{shown(name)}'; this server holds "
                                 f"{sorted(self._models)}")

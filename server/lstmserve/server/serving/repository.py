@@ -85,12 +85,14 @@ class Repository:
         self._disabled: set[str] = set()  # every version unloaded by UnloadModel
         self._pending: set[str] = set()  # models with a version whose file has not settled yet
         self._startup: Future = Future()
+        self._startup.add_done_callback(lambda _: registry.expect(()))
         self._failures: list[str] = []
         # Seconds each version took to load, in the order loaded (the start-up line reads it).
         self.load_seconds: dict[Key, float] = {}
 
     def start(self) -> Future:
         """Scan and load everything; the Future's result lists what failed (empty: all loaded)."""
+        self.registry.expect(self.options.files)  # the repository's own names once it is scanned
         self._worker.start()
         self._worker.submit(self._sync_all)
         return self._startup
@@ -125,9 +127,11 @@ class Repository:
     # Scanning and reconciling (worker thread).
 
     def _sync_all(self) -> list[ModelStatus]:
+        found = self._scanner.models() if self._scanner else {}
+        if not self._startup.done():  # every model of the start is "still loading" until it is reached
+            self.registry.expect([*self.options.files, *(found or {})])
         for name, path in sorted(self.options.files.items()):
             self._sync_file(name, path)
-        found = self._scanner.models() if self._scanner else {}
         if found is None:
             self._fail_start("the model repository cannot be read")
         else:
