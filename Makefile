@@ -77,7 +77,7 @@ bench: setup
 	$(BIN)/lstmserve bench --out bench-results $(BENCH_ARGS)
 
 lint: setup
-	$(BIN)/ruff check client format server trainer tests
+	$(BIN)/ruff check client format server trainer tests docs
 
 clean:
 	rm -rf $(VENV) $(MODELS) .pytest_cache
