@@ -17,6 +17,7 @@ def run_inspect(args: argparse.Namespace) -> int:
     from lstmserve.server.process import configure_logging, start_tensorflow
     configure_logging(args.log_level or "warning")
     try:
+        limits = file_limits(args)  # a bad flag is told before TensorFlow's seconds of import
         start_tensorflow(args.compilation_cache, Phases())
     except (ValueError, OSError, RuntimeError) as error:
         print(f"lstmserve inspect: {error}", file=sys.stderr)
@@ -24,11 +25,6 @@ def run_inspect(args: argparse.Namespace) -> int:
     from lstmserve.server.engine.base import EngineConfig
     from lstmserve.server.errors import ServingError
     from lstmserve.server.loading.load import load_model
-    try:
-        limits = file_limits(args)
-    except ValueError as error:
-        print(f"lstmserve inspect: {error}", file=sys.stderr)
-        return 2
     try:
         model = load_model(args.path, options=load_options(args),
                            engine=EngineConfig(jit_compile=not args.no_xla), limits=limits)
