@@ -160,7 +160,7 @@ def _start_models(running, repository, keep_going: bool, startup,
                         "show as FAILED in the model status", len(failures))
         running.set_serving(True)
         startup.seconds["load, compile and warm the models"] = time.perf_counter() - began
-        _log_startup(startup, dict(repository.load_seconds))
+        _log_startup(startup, dict(repository.startup_load_seconds))
         if worker is not None:
             worker.ready()
 

@@ -87,8 +87,9 @@ class Repository:
         self._startup: Future = Future()
         self._startup.add_done_callback(lambda _: registry.expect(()))
         self._failures: list[str] = []
-        # Seconds each version took to load, in the order loaded (the start-up line reads it).
-        self.load_seconds: dict[Key, float] = {}
+        # Seconds each version loaded at start took, in the order loaded (the start-up line reads it);
+        # later reloads are the metrics' and the log's, so this stays as small as the start.
+        self.startup_load_seconds: dict[Key, float] = {}
 
     def start(self) -> Future:
         """Scan and load everything; the Future's result lists what failed (empty: all loaded)."""
@@ -263,7 +264,8 @@ class Repository:
         self._logged.pop(key, None)
         self.registry.add(model)
         seconds = time.monotonic() - started
-        self.load_seconds[key] = seconds
+        if not self._startup.done():
+            self.startup_load_seconds[key] = seconds
         self.options.observe_load(name, seconds)
         log.info("model '%s' version %s loaded from %s in %.2f s (%s): inputs %s", name, version,
                  file.path.name if name in self.options.files else f"{name}/{file.relative}",
