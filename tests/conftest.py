@@ -66,7 +66,7 @@ def loaded_classifier(classifier_h5) -> LoadedModel:
 def start_server() -> Iterator[Callable[..., RunningServer]]:
     """Factory: start a real server on 127.0.0.1:0 holding the given LoadedModels, SERVING.
 
-    `options` go to create_server as they are (credentials=..., interceptors=...); `observer_for` makes
+    `options` go to create_server as they are (credentials=..., auth=...); `observer_for` makes
     the server's observer from its registry (metrics read the models at scrape time).
     """
     started: list[RunningServer] = []

@@ -12,7 +12,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from lstmserve.client import Client, LstmserveError
 from lstmserve.client.channel import TOKEN_ENV
-from lstmserve.server.transport.auth import RECHECK_S, TokenAuthInterceptor, TokenFile
+from lstmserve.server.transport.auth import RECHECK_S, TokenAuth, TokenFile
 from lstmserve.v1 import stats_pb2 as spb
 from lstmserve.v1 import stats_pb2_grpc as spb_grpc
 
@@ -31,12 +31,12 @@ def token_file(tmp_path):
 
 @pytest.fixture
 def auth(token_file):
-    return TokenAuthInterceptor(TokenFile(token_file))
+    return TokenAuth(TokenFile(token_file))
 
 
 @pytest.fixture
 def address(start_server, loaded_seed, auth):
-    return f"127.0.0.1:{start_server(loaded_seed, interceptors=[auth]).port}"
+    return f"127.0.0.1:{start_server(loaded_seed, auth=auth).port}"
 
 
 @pytest.fixture(autouse=True)
@@ -162,8 +162,8 @@ def test_refusals_are_counted_and_logged_once_per_address_without_the_token(addr
 
 def test_the_counter_hook_sees_method_and_reason(start_server, loaded_seed, token_file):
     seen = []
-    auth = TokenAuthInterceptor(TokenFile(token_file), on_rejected=lambda *args: seen.append(args))
-    address = f"127.0.0.1:{start_server(loaded_seed, interceptors=[auth]).port}"
+    auth = TokenAuth(TokenFile(token_file), on_rejected=lambda *args: seen.append(args))
+    address = f"127.0.0.1:{start_server(loaded_seed, auth=auth).port}"
     refused(address)
     refused(address, token="wrong")
     with grpc.insecure_channel(address) as channel, pytest.raises(grpc.RpcError):

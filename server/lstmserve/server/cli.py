@@ -66,25 +66,22 @@ def _observer(args: argparse.Namespace, models, sessions, worker: WorkerLink | N
     return Observer(metrics, AccessLog(args.access_log, index) if args.access_log else None)
 
 
-def _security(args: argparse.Namespace, observer) -> dict:
-    """create_server's credentials and interceptors from the flags; ValueError/OSError on bad files."""
-    from lstmserve.server.transport.auth import TokenAuthInterceptor, TokenFile, server_credentials
+def _security(args: argparse.Namespace) -> dict:
+    """create_server's credentials, token check and interceptors from the flags; ValueError/OSError on
+    bad files."""
+    from lstmserve.server.transport.auth import TokenAuth, TokenFile, server_credentials
     if (args.tls_cert is None) != (args.tls_key is None):
         raise ValueError("--tls-cert and --tls-key go together")
     if args.tls_client_ca is not None and args.tls_cert is None:
         raise ValueError("--tls-client-ca needs --tls-cert and --tls-key (mutual TLS is TLS first)")
     credentials = (server_credentials(args.tls_cert, args.tls_key, args.tls_client_ca)
                    if args.tls_cert else None)
+    auth = TokenAuth(TokenFile(args.auth_token_file)) if args.auth_token_file else None
     interceptors = []
-    if args.auth_token_file:
-        interceptor = TokenAuthInterceptor(TokenFile(args.auth_token_file))
-        if observer.metrics is not None:
-            interceptor.on_rejected = observer.metrics.count_auth_rejection
-        interceptors.append(interceptor)
-    if args.otel:
+    if args.otel:  # the call's span also covers a refused call: it opens before admission's checks
         from lstmserve.server.transport import tracing
-        interceptors = tracing.enable() + interceptors  # the call's span also covers a refused call
-    return {"credentials": credentials, "interceptors": interceptors}
+        interceptors = tracing.enable()
+    return {"credentials": credentials, "auth": auth, "interceptors": interceptors}
 
 
 def exposure_warnings(host: str, tls: bool, authenticated: bool) -> list[str]:
@@ -199,7 +196,7 @@ def run_serve(args: argparse.Namespace) -> int:
         observer = _observer(args, lambda: repository.registry.loaded() if repository else [],
                              lambda: running.sessions.counts() if running else {}, worker)
         repository, control = _model_repository(args, observer.metrics, fleet=worker is not None)
-        security = _security(args, observer)
+        security = _security(args)
         running = create_server(repository.registry, _address(args.host, args.port), args.workers,
                                 control=control, observer=observer, sessions=session_limits(args),
                                 limits=call_limits(args), reuse_port=worker is not None, **security)

@@ -3,9 +3,10 @@ bounded, new calls refused while the server drains; health checks always answere
 
 grpc.aio decodes a request before any handler or `guarded` runs, and answers a decoding failure with
 UNKNOWN and a traceback in the log. So every method is registered here with no deserializer: the
-handler below receives the raw bytes, checks the limits before spending anything on them (a refused
-60 MB request is never parsed), parses them itself, and answers bytes that are no valid message with
-INVALID_ARGUMENT and at most one log line a minute.
+handler below receives the raw bytes, checks the caller's token (when the server has a token file) and
+the limits before spending anything on them (a refused 60 MB request is never parsed), parses them
+itself, and answers bytes that are no valid message with INVALID_ARGUMENT and at most one log line a
+minute.
 
 Everything runs on the server's one event loop, so the counters need no lock.
 """
@@ -23,6 +24,7 @@ import grpc
 from google.protobuf.message import DecodeError
 
 from lstmserve.server.errors import InvalidInput
+from lstmserve.server.transport.auth import TokenAuth
 from lstmserve.server.transport.status import status_for
 
 log = logging.getLogger(__name__)
@@ -76,12 +78,15 @@ DEFAULT_LIMITS = CallLimits()
 
 class Admission:
     """Wraps method handlers; counts the calls and request bytes they hold. `on_refused(method, reason)`
-    hears of every refusal (reason: overload, inflight_bytes, draining or undecodable), for metrics."""
+    hears of every refusal (reason: overload, inflight_bytes, draining or undecodable), for metrics.
+    With `auth`, every method it guards first needs an accepted token (UNAUTHENTICATED otherwise)."""
 
     def __init__(self, limits: CallLimits = DEFAULT_LIMITS,
-                 on_refused: Callable[[str, str], None] = lambda method, reason: None) -> None:
+                 on_refused: Callable[[str, str], None] = lambda method, reason: None,
+                 auth: TokenAuth | None = None) -> None:
         self.limits = limits
         self.on_refused = on_refused
+        self.auth = auth
         self.calls = 0
         self.bytes = 0
         self.draining = False
@@ -98,6 +103,11 @@ class Admission:
             server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service, wrapped),))
             server.add_registered_method_handlers(service, wrapped)
 
+    def register_unknown_methods(self, server: grpc.aio.Server) -> None:
+        """Answer every method no service has (registered last): UNAUTHENTICATED without an accepted
+        token, so a caller without one learns nothing of what the server offers; else UNIMPLEMENTED."""
+        server.add_generic_rpc_handlers((_UnknownMethods(self),))
+
     async def drained(self, timeout: float) -> bool:
         """Refuse new calls (UNAVAILABLE) and wait up to `timeout` s for the admitted ones to finish,
         then for callers to stop sending new ones (QUIET_S without one): a call that reaches a server
@@ -110,7 +120,8 @@ class Admission:
         return self.calls == 0
 
     def wrap(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
-        parse = _Parser(method, handler.request_deserializer, self._undecodable, self.on_refused)
+        parse = _Parser(method, handler.request_deserializer, self._undecodable, self.on_refused,
+                        self.auth if self.auth is not None and self.auth.guards(method) else None)
         exempt = method.startswith(EXEMPT_METHODS)
         if handler.request_streaming:
             # Messages are read as they come (an async iterator, or context.read()): gRPC keeps decoding
@@ -133,9 +144,11 @@ class Admission:
     def _admitted(self, behavior, parse: _Parser):
         """The handler of a counted method: refused while draining or beyond a limit, else decoded.
         (The per-call path: written out in full rather than through _enter, one coroutine fewer.)"""
-        limits, deserialize = self.limits, parse.deserialize
+        limits, deserialize, auth = self.limits, parse.deserialize, parse.auth
 
         async def admit(raw: bytes, context):
+            if auth is not None and (refusal := auth.refusal(context.invocation_metadata())) is not None:
+                await auth.refuse(parse.method, refusal, context)
             size = len(raw)
             if self.draining or self.calls >= limits.max_concurrent_calls or \
                     self.bytes + size > limits.max_inflight_bytes:
@@ -156,11 +169,13 @@ class Admission:
     def _exempt(self, behavior, parse: _Parser):
         if inspect.isasyncgenfunction(behavior):
             async def stream(raw: bytes, context):
+                await parse.authenticate(context)
                 async for response in behavior(await parse(raw, context), context):
                     yield response
             return stream
 
         async def answer(raw: bytes, context):
+            await parse.authenticate(context)
             return await behavior(await parse(raw, context), context)
         return answer
 
@@ -180,6 +195,7 @@ class Admission:
         counted as a call: a stream may stay open for hours, and sessions have their own limit
         (--max-sessions), which the concurrent-call limit must not undercut."""
         async def enter(context) -> None:
+            await parse.authenticate(context)
             if self.draining:
                 await self._refuse(parse.method, context, 0)
 
@@ -197,6 +213,7 @@ class Admission:
 
     async def _enter(self, parse: _Parser, raw: bytes, context):
         """Admit one call (or refuse it) and decode its request."""
+        await parse.authenticate(context)
         size, limits = len(raw), self.limits
         if self.draining or self.calls >= limits.max_concurrent_calls or \
                 self.bytes + size > limits.max_inflight_bytes:
@@ -234,14 +251,21 @@ class _Parser:
     """One method's request decoder that answers undecodable bytes with INVALID_ARGUMENT, never UNKNOWN."""
 
     def __init__(self, method: str, deserializer, throttle: _Throttled,
-                 on_refused: Callable[[str, str], None]) -> None:
+                 on_refused: Callable[[str, str], None], auth: TokenAuth | None = None) -> None:
         self.method = method
         self.on_refused = on_refused
+        self.auth = auth  # None: the method needs no token
         self.deserialize = deserializer or (lambda raw: raw)
         message_type = getattr(deserializer, "__self__", None)  # FromString is the class's method
         name = getattr(getattr(message_type, "DESCRIPTOR", None), "full_name", None)
         self.message = f"request is not a valid {name or 'request of ' + method}"
         self.throttle = throttle
+
+    async def authenticate(self, context) -> None:
+        """Ends the call UNAUTHENTICATED unless it carries an accepted token (when it needs one)."""
+        auth = self.auth
+        if auth is not None and (refusal := auth.refusal(context.invocation_metadata())) is not None:
+            await auth.refuse(self.method, refusal, context)
 
     async def __call__(self, raw: bytes, context):
         try:
@@ -295,6 +319,25 @@ class _Throttled:
         return held
 
 
+class _UnknownMethods(grpc.GenericRpcHandler):
+    def __init__(self, admission: Admission) -> None:
+        self.admission = admission
+
+    def service(self, handler_call_details) -> grpc.RpcMethodHandler:
+        method = handler_call_details.method
+        parse = _Parser(method, None, self.admission._undecodable, self.admission.on_refused,
+                        self.admission.auth)
+
+        async def unknown(requests, context):
+            # Streams both ways: any caller's shape of call gets the status; nothing it sent is read.
+            await parse.authenticate(context)
+            await context.abort(grpc.StatusCode.UNIMPLEMENTED,
+                                f"unknown method {method[:100]!r}: this server has no such service or method")
+            yield  # an async generator, as a streaming handler must be
+
+        return method_handler(unknown, True, True)
+
+
 class _Collected:
     """Stands in for the server while a generated `add_*_to_server` registers its service."""
 
@@ -312,6 +355,9 @@ def _in_thread(behavior, parse: _Parser):
     """A plain function stays one, so grpc.aio runs it on its thread pool as before (lstmserve has none:
     only generated placeholders of methods a library leaves unimplemented, such as Health/List)."""
     def answer(raw: bytes, context):
+        auth = parse.auth
+        if auth is not None and (refusal := auth.refusal(context.invocation_metadata())) is not None:
+            auth.refuse_in_thread(parse.method, refusal, context)
         try:
             request = parse.deserialize(raw)
         except Exception as error:  # noqa: BLE001 (any failure to parse is the caller's bytes)

@@ -12,8 +12,6 @@ from pathlib import Path
 
 import grpc
 
-from lstmserve.server.transport.admission import method_handler
-
 log = logging.getLogger(__name__)
 
 # Probes (Kubernetes, load balancers) carry no token; health says nothing a caller could misuse.
@@ -101,12 +99,16 @@ class TokenFile:
         return stat.st_ino, stat.st_size, stat.st_mtime_ns
 
 
-class TokenAuthInterceptor(grpc.aio.ServerInterceptor):
+class TokenAuth:
     """Refuses every call that carries no accepted bearer token, except health checks.
 
-    Methods are open by exception, not guarded by list: lstmserve.v1 services, reflection and any
-    service added later need a token. `rejected` counts refusals and `on_rejected(method, reason)` is
-    called with each (for metrics); neither ever sees the token.
+    Checked by admission (transport.admission), which already holds every call before its bytes are
+    parsed, rather than by a grpc.aio interceptor, whose coroutines grpc.aio runs on every call before
+    the handler: one check on a path each call takes anyway (issue 15 bounds what observability and
+    authentication may cost). Methods are open by exception, not guarded by list: lstmserve.v1
+    services, reflection, unknown methods and any service added later need a token. `rejected` counts
+    refusals and `on_rejected(method, reason)` is called with each (for metrics); neither ever sees
+    the token.
     """
 
     def __init__(self, tokens: TokenFile,
@@ -118,34 +120,30 @@ class TokenAuthInterceptor(grpc.aio.ServerInterceptor):
         self._clock = clock
         self._logged_at: dict[str, float] = {}
 
-    async def intercept_service(self, continuation, handler_call_details):
-        handler = await continuation(handler_call_details)
-        method = handler_call_details.method
-        if method.startswith(OPEN_METHOD_PREFIXES):
-            return handler
-        reason = self._refusal_reason(handler_call_details.invocation_metadata or ())
-        if reason is None:
-            return handler
-        return self._refusing_handler(handler, method, reason)
+    @staticmethod
+    def guards(method: str) -> bool:
+        """Whether calls to `method` need a token."""
+        return not method.startswith(OPEN_METHOD_PREFIXES)
 
-    def _refusal_reason(self, metadata) -> str | None:
-        values = [value for key, value in metadata if key == "authorization"]
-        if not values:
-            return "missing"
-        scheme, _, token = str(values[0]).partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
-            return "malformed"
-        return None if self.tokens.accepts(token.strip()) else "invalid"
+    def refusal(self, metadata) -> str | None:
+        """None for an accepted token; else why not (missing, malformed, invalid)."""
+        for key, value in metadata or ():
+            if key == "authorization":
+                scheme, _, token = str(value).partition(" ")
+                if scheme.lower() != "bearer" or not token.strip():
+                    return "malformed"
+                return None if self.tokens.accepts(token.strip()) else "invalid"
+        return "missing"
 
-    def _refusing_handler(self, handler, method: str, reason: str) -> grpc.RpcMethodHandler:
-        async def refuse(request_or_iterator, context):
-            self._count(method, reason, context.peer())
-            await context.abort(grpc.StatusCode.UNAUTHENTICATED, REFUSAL)
+    async def refuse(self, method: str, reason: str, context) -> None:
+        """Count and log the refusal, then end the call UNAUTHENTICATED (raises)."""
+        self._count(method, reason, context.peer())
+        await context.abort(grpc.StatusCode.UNAUTHENTICATED, REFUSAL)
 
-        # The refusal has the method's own streaming shape, so a streaming caller (reflection) gets the
-        # status too; requests are left as bytes: nothing from an unauthenticated caller is parsed.
-        streams = (handler.request_streaming, handler.response_streaming) if handler else (False, False)
-        return method_handler(refuse, *streams)
+    def refuse_in_thread(self, method: str, reason: str, context) -> None:
+        """The same for a handler grpc runs on its thread pool (a plain function)."""
+        self._count(method, reason, context.peer())
+        context.abort(grpc.StatusCode.UNAUTHENTICATED, REFUSAL)
 
     def _count(self, method: str, reason: str, peer: str) -> None:
         self.rejected += 1

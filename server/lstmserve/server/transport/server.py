@@ -20,6 +20,7 @@ from lstmserve.server.serving.registry import ModelRegistry
 from lstmserve.server.serving.sessions import DEFAULT_SESSION_LIMITS, SessionLimits, SessionManager
 from lstmserve.server.transport import inference_v2, model_service
 from lstmserve.server.transport.admission import DEFAULT_LIMITS, Admission, CallLimits
+from lstmserve.server.transport.auth import TokenAuth
 from lstmserve.server.transport.model_service import ModelControl, ModelServicer
 from lstmserve.server.transport.observe import NULL_OBSERVER, Observer
 from lstmserve.server.transport.servicer import PredictionServicer
@@ -133,6 +134,7 @@ def _status(serving: bool) -> int:
 
 def create_server(registry: ModelRegistry, address: str = "127.0.0.1:0", workers: int = 32, *,
                   credentials: grpc.ServerCredentials | None = None,
+                  auth: TokenAuth | None = None,
                   interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
                   control: ModelControl = NO_CONTROL, observer: Observer = NULL_OBSERVER,
                   sessions: SessionLimits = DEFAULT_SESSION_LIMITS,
@@ -142,7 +144,8 @@ def create_server(registry: ModelRegistry, address: str = "127.0.0.1:0", workers
     One event loop answers every call (no thread per call, so no contention for the interpreter lock
     between calls); models run on their batchers' threads (tiny compiled twins in place). `workers`
     threads serve any handler that is not a coroutine. `credentials` (transport.auth.server_credentials)
-    make the port TLS only; `interceptors` see every call (transport.auth.TokenAuthInterceptor);
+    make the port TLS only; `auth` (transport.auth.TokenAuth) makes calls need a bearer token;
+    `interceptors` see every call (the tracing one, with --otel);
     `control` is what ModelService's load, unload and rescan reach (none: they are refused).
     `observer` (transport.observe) counts and logs every call the servicers answer.
     `sessions` bounds streaming sessions (idle time, sessions per model, forecast horizon); `limits`
@@ -151,8 +154,10 @@ def create_server(registry: ModelRegistry, address: str = "127.0.0.1:0", workers
     use is an error.
     """
     manager = SessionManager(registry, sessions)
-    admission = (Admission(limits, observer.metrics.count_admission_refusal) if observer.metrics is not None
-                 else Admission(limits))
+    if auth is not None and observer.metrics is not None:
+        auth.on_rejected = observer.metrics.count_auth_rejection
+    admission = (Admission(limits, observer.metrics.count_admission_refusal, auth)
+                 if observer.metrics is not None else Admission(limits, auth=auth))
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, name="grpc-loop", daemon=True)
     thread.start()
@@ -200,6 +205,7 @@ async def _start(registry: ModelRegistry, address: str, workers: int,
             reflection.aio.ReflectionServicer(names), target),
     ):
         admission.register(server, add)
+    admission.register_unknown_methods(server)
     try:
         port = (server.add_secure_port(address, credentials) if credentials is not None
                 else server.add_insecure_port(address))
