@@ -12,7 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from lstmserve.client import Client, LstmserveError
 from lstmserve.server.transport.metrics import Metrics
-from lstmserve.server.transport.observe import AccessLog, Observer
+from lstmserve.server.transport.observe import AccessLog, CallRecord, Observer
 
 pytestmark = pytest.mark.integration
 
@@ -240,9 +240,9 @@ def test_access_log_drops_lines_past_its_bound_when_the_destination_stops_taking
     caplog.set_level("WARNING")
     access = AccessLog(str(fifo))
     access.MAX_QUEUED = 100
-    fields = {"method": "/lstmserve.v1.PredictionService/Predict", "model": "m" * 200, "status": "OK"}
+    record = CallRecord("/lstmserve.v1.PredictionService/Predict", 0.0, model="m" * 200)
     for _ in range(2_000):  # ~500 KB of lines: the writer blocks in write() once the pipe is full
-        access.write(fields)
+        access.write(record, "OK", 0.001, "ipv4:127.0.0.1:1")
         time.sleep(0.0005)
     assert access.dropped > 0  # bounded: the rest were dropped, not queued
     deadline = time.monotonic() + 10
