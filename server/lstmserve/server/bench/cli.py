@@ -106,7 +106,7 @@ def _bench_observability(settings: dict, env: dict, out: Path) -> dict:
     print("[observability] seed served twice: metrics + access log + auth on, and all off ...", flush=True)
     request = wire.write_request("seed", path, 1, folder / "seed.request.bin")
     if settings["quick"]:
-        settings = {**settings, "observability_levels": [1, 4]}
+        settings = {**settings, "observability_levels": [1, 4], "observability_rounds": 2}
     result = observability.bench_observability(path, settings, env, folder, request)
     print(observability.table(result), flush=True)
     return result

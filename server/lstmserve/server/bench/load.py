@@ -17,6 +17,7 @@ from collections import Counter
 import grpc
 import numpy as np
 
+from lstmserve.server.bench.footprint import cpu_seconds
 from lstmserve.v1 import stats_pb2 as spb
 
 PREDICT = "/lstmserve.v1.PredictionService/Predict"
@@ -43,7 +44,10 @@ async def caller(call, payload: bytes, level: Level, metadata: tuple) -> None:
         level.current.append(time.perf_counter() - started)
 
 
-async def run_level(channels: list, method: str, payload: bytes, concurrency: int, args) -> dict:
+async def run_level(channels: list, method: str, payload: bytes, concurrency: int, args,
+                    pid: int | None = None) -> dict:
+    """One level's figures; with the server's `pid`, also its CPU time per answered call over the
+    measured windows (what a saturated machine's peak is bound by, and shared machines stretch least)."""
     # Bytes in, bytes out: no (de)serialization here. Callers take the connections in turn.
     calls = [channel.unary_unary(method) for channel in channels]
     level = Level()
@@ -51,11 +55,15 @@ async def run_level(channels: list, method: str, payload: bytes, concurrency: in
     tasks = [asyncio.create_task(caller(calls[i % len(calls)], payload, level, metadata))
              for i in range(concurrency)]
     await asyncio.sleep(args.window)  # warm-up window, discarded
+    cpu_before = cpu_seconds(pid) if pid else None
     windows, stable = await _windows_until_stable(level, args)
+    cpu = cpu_seconds(pid) - cpu_before if cpu_before is not None else None
     level.running = False
     await asyncio.gather(*tasks)
+    answered = sum(len(w[1]) for w in windows)
     return {**_summary(concurrency, windows[-args.stable_windows:], args.rows),
-            "errors": dict(level.errors), "windows": len(windows), "stable": stable}
+            "errors": dict(level.errors), "windows": len(windows), "stable": stable,
+            **({"server_cpu_us_per_call": cpu / answered * 1e6} if cpu is not None and answered else {})}
 
 
 async def _windows_until_stable(level: Level, args) -> tuple[list, bool]:
@@ -110,10 +118,16 @@ async def main(args) -> None:
     targets = dict(t.split("=", 1) for t in args.target)
     calls = {name: predict for name in targets} | _other_calls(args.call)
     channels = {name: _connections(address, args.connections) for name, address in targets.items()}
+    pids = {name: int(pid) for name, pid in (spec.split("=", 1) for spec in args.pid)}
     for concurrency in args.levels:
-        for name, connections in channels.items():  # interleaved, so drift hits every target alike
-            result = await _measured_level(name, connections, calls[name], concurrency, args)
-            print(json.dumps(result), flush=True)
+        for round_ in range(args.rounds):
+            # Interleaved, so drift hits every target alike; in several rounds, each in the other order
+            # than the last, so that no target is always measured first.
+            order = list(channels.items()) if round_ % 2 == 0 else list(channels.items())[::-1]
+            for name, connections in order:
+                result = await _measured_level(name, connections, calls[name], concurrency, args,
+                                               pids.get(name))
+                print(json.dumps({**result, "round": round_}), flush=True)
         if args.pause:  # the benchmark re-measures the in-process baseline on a quiet machine
             print(json.dumps({"level_done": concurrency}), flush=True)
             await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
@@ -144,10 +158,10 @@ def _other_calls(specs: list[str]) -> dict[str, tuple[str, bytes]]:
 
 
 async def _measured_level(name: str, channels: list, call: tuple[str, bytes], concurrency: int,
-                          args) -> dict:
+                          args, pid: int | None) -> dict:
     counted = name == "server"
     before = await read_stats(channels[0], args.model) if counted else None
-    result = await run_level(channels, *call, concurrency, args)
+    result = await run_level(channels, *call, concurrency, args, pid)
     if counted:
         result["batches"] = batch_sizes(before, await read_stats(channels[0], args.model))
     return {"target": name, **result}
@@ -169,6 +183,10 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--token", help="send 'authorization: Bearer TOKEN' with every call")
     parser.add_argument("--connections", type=int, default=1,
                         help="TCP connections per target, callers spread over them (default 1)")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="measure every level this many times, targets interleaved (default 1)")
+    parser.add_argument("--pid", action="append", default=[], metavar="NAME=PID",
+                        help="target NAME's server process: report its CPU time per call (repeatable)")
     parser.add_argument("--pause", action="store_true",
                         help="after each level, say so and wait for a line on stdin")
     return parser.parse_args(argv)

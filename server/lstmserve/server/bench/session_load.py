@@ -10,13 +10,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import sys
 import time
 
 import grpc
 import numpy as np
 
+from lstmserve.server.bench.footprint import cpu_seconds
 from lstmserve.v1 import model_pb2 as mpb
 from lstmserve.v1 import session_service_pb2 as spb
 
@@ -106,11 +106,7 @@ async def channel_call(channel, method: str, payload: bytes) -> bytes:
 
 
 def server_cpu(pid: int | None) -> float:
-    if not pid:
-        return 0.0
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return (cpu_seconds(pid) or 0.0) if pid else 0.0
 
 
 def server_rss(pid: int) -> int:
