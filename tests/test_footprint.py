@@ -19,7 +19,7 @@ import pytest
 from lstmserve.server.engine.base import DEFAULT_BUCKETS, EngineConfig
 from lstmserve.server.loading.load import load_model
 from lstmserve.server.phases import Phases, phase, recording, since_process_start
-from lstmserve.server.process import _build_tag
+from lstmserve.server.process import GC_THRESHOLDS, _build_tag, freeze_heap
 
 
 def _compiled_only(path: Path) -> Path:
@@ -208,3 +208,27 @@ def test_each_extra_installs_one_tensorflow_build_at_its_pin(build, wanted, unwa
         if name.startswith(("tensorflow", "nvidia-", "keras")):
             assert pins.get(name) == version, f"{name} {version} is not pinned in constraints.txt"
     assert any(name.startswith("nvidia-") for name in resolved) == (build == "gpu")
+
+
+def test_a_frozen_heap_is_collected_again_once_a_model_is_closed():
+    import gc
+    import weakref
+
+    class Node:
+        pass
+
+    thresholds = gc.get_threshold()
+    try:
+        cycle = Node()
+        cycle.me = cycle
+        alive = weakref.ref(cycle)
+        freeze_heap()  # as at SERVING: the cycle is frozen, out of every collection
+        assert gc.get_threshold() == GC_THRESHOLDS and gc.get_freeze_count() > 0
+        del cycle
+        gc.collect()
+        assert alive() is not None  # frozen garbage stays: why a closed model needs collect=True
+        freeze_heap(collect=True)
+        assert alive() is None
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*thresholds)

@@ -115,6 +115,8 @@ def test_version_policy_and_labels_come_from_the_model_config(serve, small, tmp_
 def test_a_new_version_is_swapped_in_and_the_old_one_closed_after_its_calls(serve, small, tmp_path):
     put(tmp_path, "m", 1, small[1])
     served = serve(tmp_path)
+    closed = []
+    served.registry.on_closed = lambda: closed.append(True)  # serve thaws and collects the heap here
     with served.client() as client:
         # A call accepted on version 1 holds it, as a call in flight or a session does.
         lease = served.registry.lease("m")
@@ -130,6 +132,7 @@ def test_a_new_version_is_swapped_in_and_the_old_one_closed_after_its_calls(serv
         wait_for(lambda: states(client, "m")["1"] == "UNLOADED", what="version 1 closed")
         assert _batcher_threads("m") == 1  # version 1's thread has stopped
         assert answer(client) == 2.0
+        assert closed == [True]
 
 
 def test_a_corrupt_or_hostile_version_changes_nothing_until_it_is_fixed(serve, small, hostile, tmp_path):

@@ -177,7 +177,7 @@ def run_serve(args: argparse.Namespace) -> int:
     from lstmserve.server.phases import Phases, since_process_start
     startup = Phases()
     startup.seconds["interpreter and command line"] = since_process_start()
-    from lstmserve.server.process import configure_logging, start_tensorflow, tune_for_serving
+    from lstmserve.server.process import configure_logging, freeze_heap, start_tensorflow, tune_for_serving
     worker = WorkerLink.from_flag(args.fleet_worker)
     configure_logging(args.log_level or "info", json_lines=args.log_format == "json",
                       worker=worker.index if worker else None)
@@ -196,6 +196,7 @@ def run_serve(args: argparse.Namespace) -> int:
         observer = _observer(args, lambda: repository.registry.loaded() if repository else [],
                              lambda: running.sessions.counts() if running else {}, worker)
         repository, control = _model_repository(args, observer.metrics, fleet=worker is not None)
+        repository.registry.on_closed = lambda: freeze_heap(collect=True)
         security = _security(args)
         running = create_server(repository.registry, _address(args.host, args.port), args.workers,
                                 control=control, observer=observer, sessions=session_limits(args),
@@ -222,12 +223,13 @@ def _log_startup(startup, models: dict) -> None:
     """One line with the seconds from process start to SERVING, phase by phase, and each model's total
     (its own phases are in its "loaded" line); then what compiling freed goes back to the system."""
     from lstmserve.server.phases import since_process_start
-    from lstmserve.server.process import release_freed_memory
+    from lstmserve.server.process import freeze_heap, release_freed_memory
     each = ", ".join(f"model '{name}' v{version} {seconds:.2f}"
                      for (name, version), seconds in models.items())
     log.info("every model given at start is loaded and warm: SERVING %.2f s after the process started: %s%s",
              since_process_start(), startup.describe(), f" ({each})" if each else "")
     release_freed_memory()
+    freeze_heap()
 
 
 def _address(host: str, port: int) -> str:

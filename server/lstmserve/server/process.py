@@ -11,6 +11,7 @@ ones) or WARNING (the rest), so a user sees lstmserve's own lines and `--log-lev
 from __future__ import annotations
 
 import ctypes
+import gc
 import hashlib
 import logging
 import os
@@ -27,6 +28,9 @@ from pathlib import Path
 # instead of 5 ms: seed model at 8 callers 1.8-2.0k -> 2.5k req/s, heavy model's batch cycle 6.3-6.8 ms
 # -> 5.0-5.4 ms (the compute alone takes 4.4 ms); the bench's transport floor gets the same setting.
 SWITCH_INTERVAL_S = 1e-4
+# Young-object collections every 20,000 net allocations rather than 700 (see freeze_heap); the older
+# generations at Python's defaults.
+GC_THRESHOLDS = (20_000, 10, 10)
 
 LEVELS = ("debug", "info", "warning", "error")
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -125,6 +129,24 @@ def import_keras() -> None:
     finally:
         if blocked and sys.modules.get("matplotlib", False) is None:
             del sys.modules["matplotlib"]
+
+
+def freeze_heap(collect: bool = False) -> None:
+    """Keep the objects alive now (TensorFlow, Keras, the models: some 280,000) out of every later
+    garbage collection, and collect young objects less often.
+
+    Python's full collection walks every tracked object: 0.15 s with the interpreter lock held, every
+    few seconds under load, measured 0.9 s of 15 s serving 256 streaming sessions (and each one a
+    0.15 s pause for every call). Frozen (gc.freeze) and with a first generation of GC_THRESHOLDS[0]
+    allocations, the same load spent 0.016 s in collections. `collect`: a model version has been
+    closed, so the frozen objects are thawed and collected first (its reference cycles would otherwise
+    stay frozen for good): one 0.15 s collection per version closed. Without it nothing is collected:
+    at start the heap held 10 unreachable objects."""
+    if collect:
+        gc.unfreeze()
+        gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
 
 
 def release_freed_memory() -> None:

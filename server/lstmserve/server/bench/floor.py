@@ -13,7 +13,7 @@ from concurrent import futures
 
 import grpc
 
-from lstmserve.server.process import tune_for_serving
+from lstmserve.server.process import freeze_heap, tune_for_serving
 from lstmserve.v1 import prediction_service_pb2 as pb
 from lstmserve.v1 import prediction_service_pb2_grpc as pb_grpc
 from lstmserve.v1 import session_service_pb2 as spb
@@ -53,6 +53,7 @@ async def serve(response_path: str, workers: int, stream_response: str | None = 
         spb_grpc.add_SessionServiceServicer_to_server(CannedStreams(canned), server)
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
+    freeze_heap()  # as `lstmserve serve` does once its models are loaded
     print(port, flush=True)
     # Runs until the benchmark closes our stdin (or dies).
     await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)

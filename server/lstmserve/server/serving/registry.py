@@ -119,6 +119,8 @@ class ModelRegistry:
         self._lock = threading.Lock()
         self._listeners: list[Callable[[str], None]] = []
         self._drains: set[threading.Thread] = set()
+        # Called (on the closing thread) after a retired version is closed: its memory is now garbage.
+        self.on_closed: Callable[[], None] = lambda: None
 
     # The serving side: what answers a call.
 
@@ -322,6 +324,7 @@ class ModelRegistry:
                 note = entry.notes.get(model.version)
                 if reason is not None and note is not None and note[0] is VersionState.UNLOADING:
                     entry.notes[model.version] = (VersionState.UNLOADED, reason)
+        self.on_closed()
         log.info("model '%s' version %s closed: its calls are done and its thread stopped",
                  model.name, model.version)
         self._drains.discard(threading.current_thread())
