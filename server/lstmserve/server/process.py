@@ -138,7 +138,7 @@ def freeze_heap(collect: bool = False) -> None:
     Python's full collection walks every tracked object: 0.15 s with the interpreter lock held, every
     few seconds under load, measured 0.9 s of 15 s serving 256 streaming sessions (and each one a
     0.15 s pause for every call). Frozen (gc.freeze) and with a first generation of GC_THRESHOLDS[0]
-    allocations, the same load spent 0.016 s in collections. `collect`: a model version has been
+    allocations, the same load spent 0.03 s in collections. `collect`: a model version has been
     closed, so the frozen objects are thawed and collected first (its reference cycles would otherwise
     stay frozen for good): one 0.15 s collection per version closed. Without it nothing is collected:
     at start the heap held 10 unreachable objects."""
