@@ -13,6 +13,7 @@ from concurrent import futures
 
 import grpc
 
+from lstmserve.client.tensors import fill_tensor, from_tensor
 from lstmserve.server.process import freeze_heap, tune_for_serving
 from lstmserve.v1 import prediction_service_pb2 as pb
 from lstmserve.v1 import prediction_service_pb2_grpc as pb_grpc
@@ -39,7 +40,32 @@ class CannedStreams(spb_grpc.SessionServiceServicer):
             yield self.response
 
 
-async def serve(response_path: str, workers: int, stream_response: str | None = None) -> None:
+class DecodingStreams(CannedStreams):
+    """The floor plus the wire work every step needs whatever the model: each step's tensors decoded
+    into arrays, and an answer built around the canned one's outputs, as the server encodes its own
+    (no session, no model). What lies between the two floors is the protobuf and numpy cost of the
+    messages themselves."""
+
+    def __init__(self, response: spb.StreamResponse) -> None:
+        super().__init__(response)
+        self.outputs = {name: from_tensor(t) for name, t in response.step.outputs.items()}
+
+    async def StreamSession(self, requests, context):
+        async for request in requests:
+            if request.WhichOneof("message") != "step":
+                yield self.response
+                continue
+            {name: from_tensor(t) for name, t in request.step.inputs.items()}
+            answer = spb.StreamResponse()
+            step, canned = answer.step, self.response.step
+            step.session_id, step.position, step.answered = canned.session_id, canned.position, 1
+            for name, array in self.outputs.items():
+                fill_tensor(step.outputs[name], array)
+            yield answer
+
+
+async def serve(response_path: str, workers: int, stream_response: str | None = None,
+                decode_streams: bool = False) -> None:
     with open(response_path, "rb") as f:
         response = pb.PredictResponse.FromString(f.read())
     # The same construction as transport/server.py (grpc.aio, coroutine handlers), minus
@@ -50,7 +76,8 @@ async def serve(response_path: str, workers: int, stream_response: str | None = 
     if stream_response:
         with open(stream_response, "rb") as f:
             canned = spb.StreamResponse.FromString(f.read())
-        spb_grpc.add_SessionServiceServicer_to_server(CannedStreams(canned), server)
+        streams = DecodingStreams(canned) if decode_streams else CannedStreams(canned)
+        spb_grpc.add_SessionServiceServicer_to_server(streams, server)
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
     freeze_heap()  # as `lstmserve serve` does once its models are loaded
@@ -65,6 +92,8 @@ if __name__ == "__main__":
     parser.add_argument("response")
     parser.add_argument("--workers", type=int, default=32)
     parser.add_argument("--stream-response", help="a serialized StreamResponse: also serve streams")
+    parser.add_argument("--decode-streams", action="store_true",
+                        help="decode each streamed step and build its answer (DecodingStreams)")
     args = parser.parse_args()
     tune_for_serving()  # as `lstmserve serve` does
-    asyncio.run(serve(args.response, args.workers, args.stream_response))
+    asyncio.run(serve(args.response, args.workers, args.stream_response, args.decode_streams))

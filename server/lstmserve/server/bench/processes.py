@@ -64,10 +64,11 @@ def serve(arguments: list[str], env: dict, log: Path) -> Iterator[ServerProcess]
 
 @contextmanager
 def floor_server(response: Path, workers: int, env: dict,
-                 stream_response: Path | None = None) -> Iterator[str]:
+                 stream_response: Path | None = None, decode_streams: bool = False) -> Iterator[str]:
     """The transport floor on a free port; it runs until its stdin closes."""
     command = python("lstmserve.server.bench.floor", str(response), "--workers", str(workers),
-                     *(["--stream-response", str(stream_response)] if stream_response else []))
+                     *(["--stream-response", str(stream_response)] if stream_response else []),
+                     *(["--decode-streams"] if decode_streams else []))
     child = subprocess.Popen(command, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
         port = child.stdout.readline().strip()

@@ -131,6 +131,7 @@ def messages(model: str, features: int) -> dict[str, bytes]:
 async def main(args) -> None:
     server = grpc.aio.insecure_channel(args.server)
     floor = grpc.aio.insecure_channel(args.floor)
+    decoding = grpc.aio.insecure_channel(args.decoding_floor) if args.decoding_floor else None
     wire = messages(args.model, args.features)
     with open(args.predict_long, "rb") as f:
         long_request = f.read()
@@ -151,6 +152,7 @@ async def main(args) -> None:
 
     await channel_call(server, PREDICT, long_request)  # the first 500-step call compiles its shape
     plan = [("floor_streams", streams(floor, args.sessions)),
+            *([("decoding_floor_streams", streams(decoding, args.sessions))] if decoding else []),
             ("server_streams", streams(server, args.sessions)),
             ("predict_500_steps", unary(server, long_request, args.sessions)),
             ("floor_one_stream", streams(floor, 1)), ("server_one_stream", streams(server, 1)),
@@ -164,12 +166,15 @@ async def main(args) -> None:
                                                   args.server_pid)), flush=True)
     await server.close()
     await floor.close()
+    if decoding is not None:
+        await decoding.close()
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser()
     parser.add_argument("--server", required=True)
     parser.add_argument("--floor", required=True)
+    parser.add_argument("--decoding-floor", help="a floor that decodes steps and encodes answers")
     parser.add_argument("--server-pid", type=int, default=0)
     parser.add_argument("--model", required=True)
     parser.add_argument("--features", type=int, default=8)

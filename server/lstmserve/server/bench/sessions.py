@@ -1,10 +1,11 @@
 """The sessions scenario of `lstmserve bench`: streaming steps against their limits, in one run.
 
 A 2 x LSTM(64) model of 8 features with free timesteps, served by `lstmserve serve`; a floor server
-answering each stream message with a canned message of the real answer's size; and a load generator
-(bench/session_load.py) measuring, in turn: 256 streams stepping one step at a time on the floor and on
-the server, 256 callers of stateless Predict resending the last 500 steps, one stream on each, a
-one-step Predict, and the server's memory per open session.
+answering each stream message with a canned message of the real answer's size; a second floor that also
+decodes each step's tensors and encodes an answer as the server does (no session, no model: what the
+messages alone cost); and a load generator (bench/session_load.py) measuring, in turn: 256 streams
+stepping one step at a time on both floors and on the server, 256 callers of stateless Predict resending
+the last 500 steps, one stream on each, a one-step Predict, and the server's memory per open session.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ TARGETS = {  # name: (bound, comparison)
     "p50 of one step at 1 session vs a 1-step Predict": (1.5, "<="),
     "errors": (0, "<="),
 }
+REPORTED = ("decoding floor vs transport floor (256 streams)", "steps/s at 256 sessions vs decoding floor")
 
 
 def run(path: Path, settings: dict, env: dict, out: Path) -> dict:
@@ -40,8 +42,9 @@ def run(path: Path, settings: dict, env: dict, out: Path) -> dict:
     with processes.real_server("sessions", path, options, env, log) as server:
         address, pid = server.address, server.pid
         canned = _capture_stream_answer(address, out / "sessions.stream-response.bin")
-        with processes.floor_server(one_request, settings["workers"], env, canned) as floor:
-            phases = _load(address, pid, floor, long_request, one_request, settings, env)
+        with processes.floor_server(one_request, settings["workers"], env, canned) as floor, \
+                processes.floor_server(one_request, settings["workers"], env, canned, True) as decoding:
+            phases = _load(address, pid, floor, decoding, long_request, one_request, settings, env)
     result = {"phases": phases, "ratios": ratios(phases)}
     result["verdicts"] = [_verdict(name, result["ratios"][name], bound, op)
                           for name, (bound, op) in TARGETS.items() if result["ratios"].get(name) is not None]
@@ -64,6 +67,11 @@ def ratios(phases: dict) -> dict:
     cpu_call = phases["predict_500_steps"]["server_cpu_ms_per_answer"]
     return {
         "steps/s at 256 sessions vs transport floor": _ratio(server["answers_per_s"], floor["answers_per_s"]),
+        # The part of the floor's rate the step messages' own decoding and encoding leave (no model).
+        "decoding floor vs transport floor (256 streams)":
+            _ratio(phases["decoding_floor_streams"]["answers_per_s"], floor["answers_per_s"]),
+        "steps/s at 256 sessions vs decoding floor":
+            _ratio(server["answers_per_s"], phases["decoding_floor_streams"]["answers_per_s"]),
         "steps/s at 256 sessions vs stateless Predict of 500 steps":
             _ratio(server["answers_per_s"], phases["predict_500_steps"]["answers_per_s"]),
         "p50 of one step at 1 session vs a 1-step Predict": _ratio(one["p50_ms"], predict_one["p50_ms"]),
@@ -75,10 +83,11 @@ def ratios(phases: dict) -> dict:
     }
 
 
-def _load(address: str, pid: int, floor: str, long_request: Path, one_request: Path, settings: dict,
-          env: dict) -> dict:
+def _load(address: str, pid: int, floor: str, decoding: str, long_request: Path, one_request: Path,
+          settings: dict, env: dict) -> dict:
     command = processes.python(
-        "lstmserve.server.bench.session_load", "--server", address, "--floor", floor, "--server-pid",
+        "lstmserve.server.bench.session_load", "--server", address, "--floor", floor,
+        "--decoding-floor", decoding, "--server-pid",
         str(pid), "--model", "sessions", "--features", str(HEAVY_FEATURES), "--predict-long",
         str(long_request), "--predict-one", str(one_request), "--sessions", str(settings["sessions"]),
         "--memory-sessions", str(settings["memory_sessions"]), "--warmup", str(settings["session_warmup"]),
@@ -132,6 +141,9 @@ def table(result: dict) -> str:
     if memory:
         lines.append(f"memory: {memory['bytes_per_session']:.0f} bytes of server RSS per open session "
                      f"({memory['sessions']} sessions)")
+    for name in REPORTED:
+        if result["ratios"].get(name) is not None:
+            lines.append(f"  {name}: {result['ratios'][name]:.3g} (reported)")
     for verdict in result["verdicts"]:
         mark = "met" if verdict["met"] else "NOT met"
         lines.append(f"  {verdict['target']}: {verdict['value']:.3g} (target {verdict['bound']}): {mark}")

@@ -65,7 +65,9 @@ class LoopBatcher:
         taken, self._pending = self._pending, []
         groups: dict[tuple, list] = {}
         for item in taken:
-            groups.setdefault(tuple((a.shape[1:], a.dtype.str) for a in item[0]), []).append(item)
+            # Shapes alone: each position's dtype is fixed (a step is checked and cast to its input's
+            # dtype, the state is float32), and this runs once per step.
+            groups.setdefault(tuple([a.shape[1:] for a in item[0]]), []).append(item)
         for group in groups.values():
             for start in range(0, len(group), self.max_batch):
                 chunk = group[start:start + self.max_batch]

@@ -15,6 +15,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
@@ -56,9 +57,9 @@ DEFAULT_SESSION_LIMITS = SessionLimits()
 DEFAULT_MAX_STEPS = DEFAULT_SESSION_LIMITS.max_steps
 
 
-@dataclass(frozen=True)
-class StepResult:
-    """The answer to one step message: outputs for its last `answered` steps ([answered, ...] each)."""
+class StepResult(NamedTuple):
+    """The answer to one step message: outputs for its last `answered` steps ([answered, ...] each).
+    (A named tuple: made once per step, twice as cheap as a frozen dataclass.)"""
 
     prediction: Prediction
     position: int  # steps the session has received, this message's included
@@ -210,20 +211,27 @@ def describe_step(spec: TensorSpec) -> str:
 def check_steps(specs: list[TensorSpec], inputs: Mapping[str, np.ndarray], model_name: str,
                 max_steps: int) -> list[np.ndarray]:
     """The step message's arrays in input order, checked and cast; InvalidInput names what is wrong."""
-    if len(specs) == 1 and set(inputs) == {""}:
-        inputs = {specs[0].name: inputs[""]}
+    if len(specs) == 1 and len(inputs) == 1:  # the usual step: one input, named or not
+        array = inputs.get("", inputs.get(specs[0].name))
+        if array is not None:
+            return [_checked_count(_check_step(specs[0], array, model_name), max_steps)]
     names = [spec.name for spec in specs]
     if set(inputs) != set(names):
         raise InvalidInput(f"model '{model_name}' takes steps of inputs {names}; the step has "
                            f"{sorted(inputs)}")
     arrays = [_check_step(spec, inputs[spec.name], model_name) for spec in specs]
-    if arrays[0].shape[0] > max_steps:
-        raise InvalidInput(f"step message has {arrays[0].shape[0]} steps; at most {max_steps} per message "
-                           "(--max-steps-per-message): send long histories in parts")
+    _checked_count(arrays[0], max_steps)
     if len({a.shape[0] for a in arrays}) > 1:
         raise InvalidInput(f"inputs of a step must carry the same number of steps; got "
                            f"{ {s.name: a.shape[0] for s, a in zip(specs, arrays)} }")
     return arrays
+
+
+def _checked_count(array: np.ndarray, max_steps: int) -> np.ndarray:
+    if array.shape[0] > max_steps:
+        raise InvalidInput(f"step message has {array.shape[0]} steps; at most {max_steps} per message "
+                           "(--max-steps-per-message): send long histories in parts")
+    return array
 
 
 def _check_step(spec: TensorSpec, array: np.ndarray, model_name: str) -> np.ndarray:
@@ -283,6 +291,14 @@ class SessionManager:
         self._sessions[session.id] = session
         self._counts[model.name] = self._counts.get(model.name, 0) + 1
         return session
+
+    def touch(self, session: Session) -> None:
+        """A session its caller holds (a stream's) marked as used now; SessionNotFound when it has
+        expired or ended meanwhile (`get`, for a caller that already holds the session)."""
+        now, idle = self._clock(), self.limits.idle_seconds
+        if self._sessions.get(session.id) is not session or now - session.last_used > idle:
+            self.get(session.id)  # ends an expired session and says why it is gone
+        session.last_used = now
 
     def get(self, session_id: str) -> Session:
         """The session, marked as used now; SessionNotFound says whether it expired, ended or never was."""

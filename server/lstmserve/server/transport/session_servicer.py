@@ -78,7 +78,7 @@ class SessionServicer(spb_grpc.SessionServiceServicer, ObservedServicer):
                               context) -> spb.StreamResponse:
         kind = request.WhichOneof("message")
         try:
-            self.manager.get(session.id)  # marks it used; an expired session ends the stream
+            self.manager.touch(session)  # marks it used; an expired or ended session ends the stream
             if kind == "step":
                 answer = spb.StreamResponse()
                 await self._step(session, request.step, answer.step)
