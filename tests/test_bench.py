@@ -54,8 +54,8 @@ def test_quick_sessions_scenario_measures_streams_against_their_limits(tmp_path)
     assert "== sessions: 2 x LSTM(64), 8 features" in done.stdout
     result = json.loads((tmp_path / "bench.json").read_text())["sessions"]
     phases = result["phases"]
-    assert set(phases) == {"floor_streams", "server_streams", "predict_500_steps", "floor_one_stream",
-                           "server_one_stream", "predict_1_step", "memory"}
+    assert set(phases) == {"floor_streams", "decoding_floor_streams", "server_streams", "predict_500_steps",
+                           "floor_one_stream", "server_one_stream", "predict_1_step", "memory"}
     for name, phase in phases.items():
         if name != "memory":
             assert phase["answers_per_s"] > 0 and phase["errors"] == 0, (name, phase)
@@ -65,3 +65,5 @@ def test_quick_sessions_scenario_measures_streams_against_their_limits(tmp_path)
         "steps/s at 256 sessions vs transport floor", "errors",
         "steps/s at 256 sessions vs stateless Predict of 500 steps",
         "p50 of one step at 1 session vs a 1-step Predict"}
+    assert 0 < result["ratios"]["decoding floor vs transport floor (256 streams)"]
+    assert "steps/s at 256 sessions vs decoding floor" in done.stdout
