@@ -49,11 +49,11 @@ runpy.run_module("lstmserve.client.cli", run_name="__main__")
 """
 
 
-def _serve_and_stop(model: Path, log: Path) -> tuple[set[str], str]:
+def _serve_and_stop(model: Path, log: Path, *flags: str) -> tuple[set[str], str]:
     """`lstmserve serve` until SERVING, then SIGTERM: the modules it had loaded and its start-up line."""
     listed = log.with_suffix(".modules.json")
     command = [sys.executable, "-c", SERVE_AND_LIST, str(listed), "serve", "--model", f"m={model}",
-               "--port", "0", "--metrics-port", "0"]
+               "--port", "0", "--metrics-port", "0", *flags]
     with open(log, "w") as sink:
         child = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT)
         try:
@@ -83,9 +83,15 @@ def test_a_server_imports_numba_only_for_a_twin_and_never_plotting_or_the_traine
     assert loaded and all(f"bucket {b} " in loaded.group(1) for b in DEFAULT_BUCKETS), loaded
     assert "read " in loaded.group(1) and "build " in loaded.group(1) and "compile " in loaded.group(1)
 
-    modules, _ = _serve_and_stop(_tiny_stack(tmp_path / "tiny.h5"), tmp_path / "tiny.log")
+    tiny = _tiny_stack(tmp_path / "tiny.h5")
+    modules, _ = _serve_and_stop(tiny, tmp_path / "tiny.log")
     assert "numba" in modules  # the twin serves it: now numba is needed
     assert "runs as a compiled twin" in (tmp_path / "tiny.log").read_text()
+
+    modules, _ = _serve_and_stop(tiny, tmp_path / "tiny-xla.log", "--no-twin")  # memory over speed
+    assert "numba" not in modules and "llvmlite" not in modules
+    log = (tmp_path / "tiny-xla.log").read_text()
+    assert "compiled twin" not in log and all(f"bucket {b} " in log for b in DEFAULT_BUCKETS), log[-2000:]
 
 
 def _inspect(model: Path, cache: Path) -> dict:

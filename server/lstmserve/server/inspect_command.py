@@ -26,8 +26,8 @@ def run_inspect(args: argparse.Namespace) -> int:
     from lstmserve.server.errors import ServingError
     from lstmserve.server.loading.load import load_model
     try:
-        model = load_model(args.path, options=load_options(args),
-                           engine=EngineConfig(jit_compile=not args.no_xla), limits=limits)
+        engine = EngineConfig(jit_compile=not args.no_xla, twin=not args.no_twin)
+        model = load_model(args.path, options=load_options(args), engine=engine, limits=limits)
         report = describe(model)
         model.close()
     except ServingError as error:

@@ -87,7 +87,7 @@ def call_limits(args: argparse.Namespace):
 def engine_config(args: argparse.Namespace):
     from lstmserve.server.engine.base import BatchConfig, EngineConfig
     batching = BatchConfig(args.max_batch, args.max_delay_ms / 1000, args.queue_capacity)
-    return EngineConfig(batching=batching, jit_compile=not args.no_xla)
+    return EngineConfig(batching=batching, jit_compile=not args.no_xla, twin=not args.no_twin)
 
 
 def _add_operations_options(parser: argparse.ArgumentParser) -> None:
@@ -122,6 +122,10 @@ def add_load_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--allow-code", action="store_true",
                         help="trust Lambda layers (they run Python code stored in the file)")
     parser.add_argument("--no-xla", action="store_true", help="trace without XLA compilation")
+    parser.add_argument("--no-twin", action="store_true",
+                        help="compile tiny models with XLA like the others instead of running them as a "
+                        "compiled twin: no numba in the process (about 70 MB less resident memory), at the "
+                        "twin's speed")
     parser.add_argument("--max-model-bytes", type=byte_size, default="1GiB", metavar="SIZE",
                         help="largest model file, and most bytes its weights may declare (default 1 GiB)")
     parser.add_argument("--max-attribute-bytes", type=byte_size, default="16MiB", metavar="SIZE",
