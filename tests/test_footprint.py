@@ -19,7 +19,7 @@ import pytest
 from lstmserve.server.engine.base import DEFAULT_BUCKETS, EngineConfig
 from lstmserve.server.loading.load import load_model
 from lstmserve.server.phases import Phases, phase, recording, since_process_start
-from lstmserve.server.process import GC_THRESHOLDS, _build_tag, freeze_heap
+from lstmserve.server.process import GC_THRESHOLDS, HeapKeeper, _build_tag, freeze_heap
 
 
 def _compiled_only(path: Path) -> Path:
@@ -236,5 +236,47 @@ def test_a_frozen_heap_is_collected_again_once_a_model_is_closed():
         freeze_heap(collect=True)
         assert alive() is None
     finally:
+        gc.unfreeze()
+        gc.set_threshold(*thresholds)
+
+
+def test_a_burst_of_closed_models_is_collected_once_and_nothing_after_stop():
+    import gc
+    import weakref
+
+    class Node:
+        pass
+
+    def frozen_garbage() -> weakref.ref:
+        cycle = Node()
+        cycle.me = cycle
+        alive = weakref.ref(cycle)
+        freeze_heap()
+        return alive
+
+    full = []
+    # Counted as they start: the weak reference dies during the collection, before its "stop".
+    track = lambda phase, info: full.append(1) if phase == "start" and info["generation"] == 2 else None  # noqa: E731
+    thresholds = gc.get_threshold()
+    gc.callbacks.append(track)
+    try:
+        keeper = HeapKeeper()
+        keeper.REFREEZE_DELAY_S = 0.2
+        alive = frozen_garbage()
+        for _ in range(5):  # five versions closed in a row: one collection
+            keeper.model_closed()
+        deadline = time.monotonic() + 10
+        while alive() is not None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert alive() is None
+        time.sleep(0.5)  # past the delay again: no second collection comes
+        assert len(full) == 1
+        alive = frozen_garbage()
+        keeper.stop()
+        keeper.model_closed()  # on the way out: nothing collected
+        time.sleep(0.5)
+        assert alive() is not None and len(full) == 1
+    finally:
+        gc.callbacks.remove(track)
         gc.unfreeze()
         gc.set_threshold(*thresholds)

@@ -177,7 +177,7 @@ def run_serve(args: argparse.Namespace) -> int:
     from lstmserve.server.phases import Phases, since_process_start
     startup = Phases()
     startup.seconds["interpreter and command line"] = since_process_start()
-    from lstmserve.server.process import configure_logging, freeze_heap, start_tensorflow, tune_for_serving
+    from lstmserve.server.process import HeapKeeper, configure_logging, start_tensorflow, tune_for_serving
     worker = WorkerLink.from_flag(args.fleet_worker)
     configure_logging(args.log_level or "info", json_lines=args.log_format == "json",
                       worker=worker.index if worker else None)
@@ -196,7 +196,8 @@ def run_serve(args: argparse.Namespace) -> int:
         observer = _observer(args, lambda: repository.registry.loaded() if repository else [],
                              lambda: running.sessions.counts() if running else {}, worker)
         repository, control = _model_repository(args, observer.metrics, fleet=worker is not None)
-        repository.registry.on_closed = lambda: freeze_heap(collect=True)
+        heap = HeapKeeper()
+        repository.registry.on_closed = heap.model_closed
         security = _security(args)
         running = create_server(repository.registry, _address(args.host, args.port), args.workers,
                                 control=control, observer=observer, sessions=session_limits(args),
@@ -214,6 +215,7 @@ def run_serve(args: argparse.Namespace) -> int:
     failed = _start_models(running, repository, args.keep_going, startup, worker)
     _rescan_on_sighup(repository)
     code = _wait_for_stop(running, failed, args.grace_seconds)
+    heap.stop()  # the models close now: nothing to collect for
     repository.close()
     log.info("models closed")
     return code
