@@ -5,19 +5,22 @@ Usage: .venv/bin/python docs/measurements/cancelled_request.py models/seed.h5
 
 from __future__ import annotations
 
+import os
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
-from serving import serve
 
 from lstmserve.client import Client, LstmserveError
+from lstmserve.server.bench.processes import real_server
 
 
 def main(model: Path) -> None:
-    with serve(model, Path(tempfile.mkdtemp()) / "serve.log") as (_, address):
+    log = Path(tempfile.mkdtemp()) / "serve.log"
+    with real_server("seed", model, [], dict(os.environ), log) as server:
+        address = server.address
         client = Client(address, timeout=600)
         big = np.random.default_rng(0).random((15_000_000, 1, 1), dtype=np.float32)
         one = big[:1].copy()

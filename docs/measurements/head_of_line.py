@@ -5,6 +5,7 @@ Usage: .venv/bin/python docs/measurements/head_of_line.py models/seed.h5   (the 
 
 from __future__ import annotations
 
+import os
 import sys
 import tempfile
 import threading
@@ -12,9 +13,9 @@ import time
 from pathlib import Path
 
 import numpy as np
-from serving import serve
 
 from lstmserve.client import Client, LstmserveError
+from lstmserve.server.bench.processes import real_server
 
 ROWS = 60_000_000 // 4  # 60 MB of float32
 
@@ -31,7 +32,9 @@ def peak_rss_mb(pid: int) -> float:
 
 
 def main(model: Path) -> None:
-    with serve(model, Path(tempfile.mkdtemp()) / "serve.log") as (server, address):
+    log = Path(tempfile.mkdtemp()) / "serve.log"
+    with real_server("seed", model, [], dict(os.environ), log) as server:
+        address = server.address
         client = Client(address, timeout=600)
         big = np.random.default_rng(0).random((ROWS, 1, 1), dtype=np.float32)
         one = big[:1].copy()

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -26,7 +25,7 @@ import numpy as np
 
 from lstmserve.client import Client
 from lstmserve.server.bench import processes
-from lstmserve.server.bench.footprint import cpu_seconds
+from lstmserve.server.bench.footprint import cpu_seconds, memory_mb
 
 RUNTIME = '''
 import keras
@@ -49,17 +48,6 @@ class KerasRuntime(MLModel):
 REQUESTS = 50
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def rss_mb(pid: int) -> float:
-    with open(f"/proc/{pid}/status") as f:
-        return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:")) / 1024
-
-
 def model_input(path: Path) -> np.ndarray:
     import h5py
     config = json.loads(h5py.File(path, "r").attrs["model_config"])
@@ -71,9 +59,9 @@ def model_input(path: Path) -> np.ndarray:
 def mlserver(venv: Path, model: Path, folder: Path, x: np.ndarray, env: dict) -> tuple[float, float, float]:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "runtime.py").write_text(RUNTIME)
-    http = free_port()
+    http, grpc_port, metrics_port = (processes.free_port() for _ in range(3))
     (folder / "settings.json").write_text(json.dumps({
-        "http_port": http, "grpc_port": free_port(), "metrics_port": free_port(), "parallel_workers": 0,
+        "http_port": http, "grpc_port": grpc_port, "metrics_port": metrics_port, "parallel_workers": 0,
         "load_models_at_startup": True}))
     (folder / "model-settings.json").write_text(json.dumps({
         "name": "m", "implementation": "runtime.KerasRuntime", "parameters": {"uri": str(model)}}))
@@ -95,7 +83,7 @@ def mlserver(venv: Path, model: Path, folder: Path, x: np.ndarray, env: dict) ->
         first, cpu = time.monotonic() - started, cpu_seconds(child.pid)
         for _ in range(REQUESTS):
             infer(http, body)
-        return first, cpu, rss_mb(child.pid)
+        return first, cpu, memory_mb(child.pid)["rss_mb"]
     finally:
         child.terminate()
         child.wait(60)
@@ -115,7 +103,7 @@ def lstmserve(model: Path, folder: Path, x: np.ndarray, env: dict,
         with Client(server.address) as client:
             for _ in range(REQUESTS):
                 client.predict(x, model="m")
-        return server.serving_s, server.serving_cpu_s, rss_mb(server.pid)
+        return server.serving_s, server.serving_cpu_s, memory_mb(server.pid)["rss_mb"]
 
 
 def main(venv: Path, model: Path, out: Path, rounds: int, flags: list[str]) -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 import sys
 from pathlib import Path
 from statistics import median
@@ -25,16 +24,10 @@ from lstmserve.v1 import prediction_service_pb2_grpc as pb_grpc
 CALLS, CALLERS, TOKEN = 6000, 8, "bench-token"
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def variants(out: Path) -> dict[str, list[str]]:
     access, tokens = ["--access-log", str(out / "access.jsonl")], ["--auth-token-file", str(out / "tokens")]
-    return {"plain": [], "metrics": ["--metrics-port", str(free_port())], "access log": access,
-            "auth": tokens, "all three": ["--metrics-port", str(free_port()), *access, *tokens]}
+    return {"plain": [], "metrics": ["--metrics-port", str(processes.free_port())], "access log": access,
+            "auth": tokens, "all three": ["--metrics-port", str(processes.free_port()), *access, *tokens]}
 
 
 async def drive(address: str, request: pb.PredictRequest, calls: int) -> None:

@@ -26,7 +26,7 @@ def bench_observability(path: Path, settings: dict, env: dict, out: Path, reques
     """{"plain": lines, "observed": lines, "levels": [...], "verdicts": [...]} for the seed model at
     `path` (a line per level and round)."""
     (out / "tokens").write_text(TOKEN + "\n")
-    observed = ["--metrics-port", str(_free_port()), "--access-log", str(out / "access.jsonl"),
+    observed = ["--metrics-port", str(processes.free_port()), "--access-log", str(out / "access.jsonl"),
                 "--auth-token-file", str(out / "tokens")]
     result: dict = {"plain": [], "observed": []}
     with processes.real_server("seed", path, [], env, out / "plain.server.log") as plain, \
@@ -113,10 +113,3 @@ def verdict_lines(verdicts: list[dict]) -> list[str]:
 
 def _record(result: dict, line: dict) -> None:
     result[line.pop("target")].append(line)
-
-
-def _free_port() -> int:
-    import socket
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+import socket
 import subprocess
 import sys
 import time
@@ -22,6 +23,13 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from lstmserve.server.bench.footprint import cpu_seconds
 
 START_TIMEOUT_S = 300  # loading and warming every bucket of the heavy model takes a while on 2 cores
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 free just now (for a flag that takes a port, such as --metrics-port)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 def python(module: str, *args: str) -> list[str]:
