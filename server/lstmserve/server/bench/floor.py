@@ -15,6 +15,7 @@ import grpc
 
 from lstmserve.client.tensors import fill_tensor, from_tensor
 from lstmserve.server.process import freeze_heap, tune_for_serving
+from lstmserve.server.transport.session_wire import steps_from_wire
 from lstmserve.v1 import prediction_service_pb2 as pb
 from lstmserve.v1 import prediction_service_pb2_grpc as pb_grpc
 from lstmserve.v1 import session_service_pb2 as spb
@@ -55,7 +56,7 @@ class DecodingStreams(CannedStreams):
             if request.WhichOneof("message") != "step":
                 yield self.response
                 continue
-            {name: from_tensor(t) for name, t in request.step.inputs.items()}
+            steps_from_wire(request.step)  # the server's own decoding of a step
             answer = spb.StreamResponse()
             step, canned = answer.step, self.response.step
             step.session_id, step.position, step.answered = canned.session_id, canned.position, 1

@@ -16,7 +16,7 @@ import time
 import grpc
 import numpy as np
 
-from lstmserve.server.bench.footprint import cpu_seconds
+from lstmserve.server.bench.footprint import cpu_seconds, memory_mb
 from lstmserve.v1 import model_pb2 as mpb
 from lstmserve.v1 import session_service_pb2 as spb
 
@@ -110,11 +110,9 @@ def server_cpu(pid: int | None) -> float:
 
 
 def server_rss(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    return 0
+    """Resident bytes of the server (0 where /proc cannot tell)."""
+    memory = memory_mb(pid)
+    return round(memory["rss_mb"] * 2**20) if memory and memory["rss_mb"] else 0
 
 
 def messages(model: str, features: int) -> dict[str, bytes]:
