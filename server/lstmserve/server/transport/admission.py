@@ -106,7 +106,7 @@ class Admission:
     def register_unknown_methods(self, server: grpc.aio.Server) -> None:
         """Answer every method no service has (registered last): UNAUTHENTICATED without an accepted
         token, so a caller without one learns nothing of what the server offers; else UNIMPLEMENTED."""
-        server.add_generic_rpc_handlers((_UnknownMethods(self),))
+        server.add_generic_rpc_handlers((_UnknownMethods(self._undecodable, self.on_refused, self.auth),))
 
     async def drained(self, timeout: float) -> bool:
         """Refuse new calls (UNAVAILABLE) and wait up to `timeout` s for the admitted ones to finish,
@@ -320,13 +320,13 @@ class _Throttled:
 
 
 class _UnknownMethods(grpc.GenericRpcHandler):
-    def __init__(self, admission: Admission) -> None:
-        self.admission = admission
+    def __init__(self, throttle: _Throttled, on_refused: Callable[[str, str], None],
+                 auth: TokenAuth | None) -> None:
+        self.throttle, self.on_refused, self.auth = throttle, on_refused, auth
 
     def service(self, handler_call_details) -> grpc.RpcMethodHandler:
         method = handler_call_details.method
-        parse = _Parser(method, None, self.admission._undecodable, self.admission.on_refused,
-                        self.admission.auth)
+        parse = _Parser(method, None, self.throttle, self.on_refused, self.auth)
 
         async def unknown(requests, context):
             # Streams both ways: any caller's shape of call gets the status; nothing it sent is read.
